@@ -1,0 +1,58 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+// Link-only flags for the shipped plugin binary: static Swift runtime, static libstdc++/libgcc when
+// `.static/libstdc++.a` was prepared by testenv/install.sh, no PIE. They live in linkerSettings so that
+// they never force a recompile (see shared/reference/swift-performance.md §7.8).
+let staticDir = Context.packageDirectory + "/.static"
+let fastStart: [LinkerSetting] = [
+    .unsafeFlags([
+        "-static-stdlib",
+        "-L", staticDir,
+        "-Xclang-linker", "-static-libgcc",
+        "-Xclang-linker", "-no-pie",
+    ], .when(platforms: [.linux], configuration: .release)),
+]
+
+let package = Package(
+    name: "Plexus",
+    products: [
+        .executable(name: "plexus", targets: ["plexus"]),
+        .executable(name: "plexus-kubeconfig", targets: ["plexus-kubeconfig"]),
+        .executable(name: "plexus-test-delegate", targets: ["plexus-test-delegate"]),
+    ],
+    dependencies: [
+        // Only the `plexus-kubeconfig` converter links Yams (and with it Foundation + ICU, ~1.5 ms of start-up):
+        // the plugin itself stays Foundation-free and reads JSON-form kubeconfigs directly.
+        .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
+    ],
+    targets: [
+        // C shims: each is imported by exactly one Swift wrapper module.
+        .target(name: "CSystemShim"),
+        .target(name: "CCurlShim", linkerSettings: [.linkedLibrary("dl")]),
+
+        // CNI wire model: JSON, versions, configs, results, errors. No I/O.
+        .target(name: "CNISpec"),
+        // Syscall chokepoint: spawn, atomic files, flock, logging, environment.
+        .target(name: "SystemKit", dependencies: ["CSystemShim"]),
+        // Delegate runtime: plugin lookup, exec with deadline, conflist ADD/DEL/CHECK/GC/STATUS, libcni result cache.
+        .target(name: "CNIInvoke", dependencies: ["CNISpec", "SystemKit"]),
+        // NPWG multi-network model: selection annotation, NADs, network-status. No I/O.
+        .target(name: "NetAttach", dependencies: ["CNISpec"]),
+        // Kubernetes API client over libcurl (loaded lazily with dlopen).
+        .target(name: "KubeClient", dependencies: ["CNISpec", "SystemKit", "CCurlShim"]),
+        // The meta plugin: configuration, planning, execution, cache, dispatcher.
+        .target(name: "PlexusCore", dependencies: ["CNISpec", "SystemKit", "CNIInvoke", "NetAttach", "KubeClient"]),
+
+        .executableTarget(name: "plexus", dependencies: ["PlexusCore", "SystemKit"], linkerSettings: fastStart),
+        .executableTarget(name: "plexus-kubeconfig", dependencies: ["Yams"]),
+        .executableTarget(name: "plexus-test-delegate", dependencies: ["CNISpec", "SystemKit"]),
+
+        .testTarget(name: "CNISpecTests", dependencies: ["CNISpec"]),
+        .testTarget(name: "NetAttachTests", dependencies: ["NetAttach", "CNISpec"]),
+        .testTarget(name: "KubeClientTests", dependencies: ["KubeClient", "CNISpec", "SystemKit"]),
+        .testTarget(name: "PlexusCoreTests", dependencies: ["PlexusCore", "CNIInvoke", "CNISpec", "SystemKit"]),
+        .testTarget(name: "IntegrationTests", dependencies: ["CNISpec", "SystemKit"]),
+    ],
+    swiftLanguageModes: [.v6]
+)

@@ -1,0 +1,2 @@
+#include "CCurlShim.h"
+int px_curl_placeholder(void) { return 0; }
