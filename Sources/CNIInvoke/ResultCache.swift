@@ -1,0 +1,144 @@
+import CNISpec
+import SystemKit
+
+/// One cached attachment in libcni's `cniCacheV1` format, so `cnitool`-style tooling can read Plexus' cache.
+/// Plexus adds one key libcni ignores, `plexusOwner`, naming the Plexus attachment (its network name and the
+/// runtime's ifname) this delegate attachment belongs to: GC and a cache-driven DEL rely on it.
+public struct CachedAttachment: Sendable, Equatable {
+    public static let kind = "cniCacheV1"
+
+    public var containerID: String
+    public var networkName: String
+    public var ifname: String
+    /// The exact network-config-list bytes used on ADD (and replayed on DEL).
+    public var config: [UInt8]
+    public var netns: String
+    public var cniArgs: CNIArgs
+    public var capabilityArgs: JSONObject
+    public var result: JSON?
+    public var owner: Owner?
+
+    public struct Owner: Sendable, Equatable {
+        public var network: String
+        public var ifname: String
+        public init(network: String, ifname: String) {
+            self.network = network
+            self.ifname = ifname
+        }
+    }
+
+    public init(containerID: String, networkName: String, ifname: String, config: [UInt8], netns: String,
+                cniArgs: CNIArgs, capabilityArgs: JSONObject, result: JSON?, owner: Owner?) {
+        self.containerID = containerID
+        self.networkName = networkName
+        self.ifname = ifname
+        self.config = config
+        self.netns = netns
+        self.cniArgs = cniArgs
+        self.capabilityArgs = capabilityArgs
+        self.result = result
+        self.owner = owner
+    }
+
+    public var json: JSON {
+        var o = JSONObject()
+        o["kind"] = .string(CachedAttachment.kind)
+        o["containerId"] = .string(containerID)
+        o["config"] = .string(Base64.encode(config))
+        o["ifName"] = .string(ifname)
+        o["networkName"] = .string(networkName)
+        if !netns.isEmpty { o["netns"] = .string(netns) }
+        if !cniArgs.pairs.isEmpty { o["cniArgs"] = cniArgs.json }
+        if !capabilityArgs.isEmpty { o["capabilityArgs"] = .object(capabilityArgs) }
+        if let result { o["result"] = result }
+        if let owner {
+            o["plexusOwner"] = .object(JSONObject([("network", .string(owner.network)), ("ifName", .string(owner.ifname))]))
+        }
+        return .object(o)
+    }
+
+    /// Decodes a cache file; nil for anything that is not a complete cniCacheV1 entry.
+    public init?(json: JSON) {
+        guard let o = json.objectValue, o["kind"]?.stringValue == CachedAttachment.kind,
+              let cid = o["containerId"]?.stringValue, !cid.isEmpty,
+              let net = o["networkName"]?.stringValue, !net.isEmpty,
+              let ifn = o["ifName"]?.stringValue, !ifn.isEmpty,
+              let cfgText = o["config"]?.stringValue, let cfg = Base64.decode(cfgText)
+        else { return nil }
+        containerID = cid
+        networkName = net
+        ifname = ifn
+        config = cfg
+        netns = o["netns"]?.stringValue ?? ""
+        cniArgs = CNIArgs(json: o["cniArgs"])
+        capabilityArgs = o["capabilityArgs"]?.objectValue ?? JSONObject()
+        result = o["result"]
+        if let ow = o["plexusOwner"]?.objectValue, let n = ow["network"]?.stringValue, let i = ow["ifName"]?.stringValue {
+            owner = Owner(network: n, ifname: i)
+        }
+    }
+}
+
+/// The per-delegate-network result cache under `<cniDir>/results/<network>-<containerID>-<ifname>`.
+/// Writes are atomic (0600 files, 0700 directory). Reads are tolerant: a corrupt or foreign file is reported to the
+/// caller as `.corrupt` (to be logged) and otherwise treated as absent.
+public struct ResultCache: Sendable {
+    public let directory: String
+
+    public init(cniDir: String) { directory = cniDir + "/results" }
+
+    public func path(network: String, containerID: String, ifname: String) -> String {
+        "\(directory)/\(network)-\(containerID)-\(ifname)"
+    }
+
+    public enum ReadOutcome: Sendable, Equatable {
+        case absent
+        case corrupt(String)
+        case entry(CachedAttachment)
+    }
+
+    public func write(_ entry: CachedAttachment) throws(SystemError) {
+        try FileSystem.makeDirectories(directory, mode: 0o700)
+        try FileSystem.writeAtomically(path(network: entry.networkName, containerID: entry.containerID, ifname: entry.ifname),
+                                       entry.json.serializedBytes(), mode: 0o600)
+    }
+
+    public func read(network: String, containerID: String, ifname: String) -> ReadOutcome {
+        readFile(path(network: network, containerID: containerID, ifname: ifname))
+    }
+
+    public func readFile(_ p: String) -> ReadOutcome {
+        let bytes: [UInt8]
+        do { bytes = try FileSystem.read(p) } catch {
+            return error.isNotFound ? .absent : .corrupt(error.description)
+        }
+        guard let json = try? JSON.parse(bytes) else { return .corrupt("\(p): not valid JSON") }
+        guard let entry = CachedAttachment(json: json) else { return .corrupt("\(p): not a complete cniCacheV1 entry") }
+        return .entry(entry)
+    }
+
+    public func remove(network: String, containerID: String, ifname: String) throws(SystemError) {
+        try FileSystem.remove(path(network: network, containerID: containerID, ifname: ifname))
+    }
+
+    /// Every readable entry, optionally only those of `containerID` (libcni `GetCachedAttachments`: the file name
+    /// must contain `-<cid>-` and the JSON must name the container exactly). Unreadable files are returned in
+    /// `corrupt` so the caller can log them.
+    public func list(containerID: String? = nil) -> (entries: [(path: String, entry: CachedAttachment)], corrupt: [String]) {
+        guard let names = try? FileSystem.list(directory) else { return ([], []) }
+        var entries: [(String, CachedAttachment)] = []
+        var corrupt: [String] = []
+        for name in names where !name.hasPrefix(".") {
+            if let cid = containerID, !name.contains("-\(cid)-") { continue }
+            let p = "\(directory)/\(name)"
+            switch readFile(p) {
+            case .entry(let e):
+                if let cid = containerID, e.containerID != cid { continue }
+                entries.append((p, e))
+            case .corrupt(let why): corrupt.append(why)
+            case .absent: continue
+            }
+        }
+        return (entries, corrupt)
+    }
+}

@@ -1,0 +1,191 @@
+import CNISpec
+
+/// Plexus' own configuration: the plugin object (`"type": "plexus"`) the runtime hands over on stdin. It accepts
+/// Multus' keys unchanged; unknown keys are ignored, known keys with a wrong type are a code-7 error naming the key.
+public struct PlexusConfig: Sendable {
+    public var name: String
+    public var cniVersion: String
+    public var type: String
+
+    public var delegates: [JSON] = []
+    public var clusterNetwork: String?
+    public var defaultNetworks: [String] = []
+    public var confDir = "/etc/cni/multus/net.d"
+    public var cniDir = "/var/lib/cni/multus"
+    public var binDir = "/opt/cni/bin"
+    public var logFile: String?
+    public var logLevel: String?
+    public var logToStderr = true
+    public var readinessIndicatorFile: String?
+    public var capabilities = JSONObject()
+    public var systemNamespaces = ["kube-system"]
+    public var namespaceIsolation = false
+    public var globalNamespaces = ["default"]
+    public var multusNamespace = "kube-system"
+    public var kubeconfig: String?
+
+    /// Plexus extensions.
+    public var delegateTimeoutSeconds = 60.0
+    public var readinessTimeoutSeconds = 45.0
+    /// Upper bound for a whole ADD's Kubernetes API work (all requests and retries).
+    public var apiDeadlineSeconds = 30.0
+
+    /// Injected by the runtime.
+    public var runtimeConfig = JSONObject()
+    public var prevResult: JSON?
+    /// `cni.dev/valid-attachments` (or the 1.1.0-tag `cni.dev/attachments`) on GC.
+    public var validAttachments: [(containerID: String, ifname: String)]?
+
+    /// The raw object, for error messages and for tools.
+    public var raw: JSONObject
+
+    public init(bytes: [UInt8]) throws(CNIError) {
+        let json: JSON
+        do { json = try JSON.parse(bytes) } catch {
+            throw CNIError(.decodingFailure, "cannot parse Plexus configuration from stdin", details: error.description)
+        }
+        try self.init(json: json)
+    }
+
+    public init(json: JSON) throws(CNIError) {
+        guard let o = json.objectValue else {
+            throw CNIError(.decodingFailure, "Plexus configuration is not a JSON object", details: json.typeName)
+        }
+        raw = o
+        let r = KeyReader(object: o)
+        name = try r.string("name") ?? ""
+        try CNIValidation.validateNetworkName(name)
+        cniVersion = try r.string("cniVersion") ?? ""
+        type = try r.string("type") ?? ""
+        delegates = try r.array("delegates") ?? []
+        for (i, d) in delegates.enumerated() where d.objectValue == nil {
+            throw CNIError(.invalidNetworkConfig, "configuration key \"delegates\" must hold objects", details: "element \(i) is \(d.typeName)")
+        }
+        clusterNetwork = try r.string("clusterNetwork").flatMap { $0.isEmpty ? nil : $0 }
+        defaultNetworks = try r.stringList("defaultNetworks") ?? []
+        if let v = try r.string("confDir"), !v.isEmpty { confDir = v }
+        if let v = try r.string("cniDir"), !v.isEmpty { cniDir = v }
+        if let v = try r.string("binDir"), !v.isEmpty { binDir = v }
+        logFile = try r.string("logFile").flatMap { $0.isEmpty ? nil : $0 }
+        logLevel = try r.string("logLevel").flatMap { $0.isEmpty ? nil : $0 }
+        if let v = try r.bool("logToStderr") { logToStderr = v }
+        readinessIndicatorFile = try r.string("readinessindicatorfile").flatMap { $0.isEmpty ? nil : $0 }
+        if let v = try r.object("capabilities") { capabilities = v }
+        if let v = try r.stringList("systemNamespaces") { systemNamespaces = v }
+        if let v = try r.bool("namespaceIsolation") { namespaceIsolation = v }
+        // Multus takes a comma-separated string here; a list is accepted too.
+        if let v = o["globalNamespaces"] {
+            switch v {
+            case .string(let s):
+                globalNamespaces = s.split(separator: ",").map { String($0).trimmingSpaces() }.filter { !$0.isEmpty }
+            case .array:
+                globalNamespaces = try r.stringList("globalNamespaces") ?? []
+            case .null: break
+            default: throw KeyReader.typeError("globalNamespaces", expected: "a comma-separated string", got: v)
+            }
+        }
+        if let v = try r.string("multusNamespace"), !v.isEmpty { multusNamespace = v }
+        kubeconfig = try r.string("kubeconfig").flatMap { $0.isEmpty ? nil : $0 }
+        if let v = try r.number("delegateTimeoutSeconds") { delegateTimeoutSeconds = v }
+        if let v = try r.number("readinessTimeoutSeconds") { readinessTimeoutSeconds = v }
+        if let v = try r.number("apiDeadlineSeconds") { apiDeadlineSeconds = v }
+        if let v = try r.object("runtimeConfig") { runtimeConfig = v }
+        prevResult = o["prevResult"].flatMap { $0.isNull ? nil : $0 }
+        if let list = o["cni.dev/valid-attachments"] ?? o["cni.dev/attachments"], !list.isNull {
+            guard let arr = list.arrayValue else {
+                throw KeyReader.typeError("cni.dev/valid-attachments", expected: "a list", got: list)
+            }
+            var valid: [(String, String)] = []
+            for item in arr {
+                guard let cid = item["containerID"]?.stringValue, let ifn = item["ifname"]?.stringValue else {
+                    throw CNIError(.invalidNetworkConfig, "cni.dev/valid-attachments entries need \"containerID\" and \"ifname\"",
+                                   details: item.serialized())
+                }
+                valid.append((cid, ifn))
+            }
+            validAttachments = valid
+        }
+        if delegates.isEmpty && clusterNetwork == nil {
+            throw CNIError(.invalidNetworkConfig, "at least one of \"delegates\" or \"clusterNetwork\" must be set", details: name)
+        }
+    }
+
+    /// Search path for delegates: `binDir` first, then the runtime's `CNI_PATH`, without duplicates.
+    public func searchPaths(cniPath: String?) -> [String] {
+        var paths = [binDir]
+        for p in (cniPath ?? "").split(separator: ":").map(String.init) where !p.isEmpty && !paths.contains(p) {
+            paths.append(p)
+        }
+        return paths
+    }
+}
+
+/// Typed access to configuration keys with code-7 errors that name the key.
+struct KeyReader {
+    let object: JSONObject
+
+    static func typeError(_ key: String, expected: String, got: JSON) -> CNIError {
+        CNIError(.invalidNetworkConfig, "configuration key \"\(key)\" must be \(expected)", details: "got \(got.typeName)")
+    }
+
+    func string(_ key: String) throws(CNIError) -> String? {
+        switch object[key] {
+        case nil, .null?: return nil
+        case .string(let s)?: return s
+        case let v?: throw KeyReader.typeError(key, expected: "a string", got: v)
+        }
+    }
+
+    func bool(_ key: String) throws(CNIError) -> Bool? {
+        switch object[key] {
+        case nil, .null?: return nil
+        case .bool(let b)?: return b
+        case let v?: throw KeyReader.typeError(key, expected: "a boolean", got: v)
+        }
+    }
+
+    func number(_ key: String) throws(CNIError) -> Double? {
+        switch object[key] {
+        case nil, .null?: return nil
+        case .number(let n)?:
+            guard let d = Double(n), d > 0 else { throw KeyReader.typeError(key, expected: "a positive number", got: .number(n)) }
+            return d
+        case let v?: throw KeyReader.typeError(key, expected: "a number", got: v)
+        }
+    }
+
+    func object(_ key: String) throws(CNIError) -> JSONObject? {
+        switch object[key] {
+        case nil, .null?: return nil
+        case .object(let o)?: return o
+        case let v?: throw KeyReader.typeError(key, expected: "an object", got: v)
+        }
+    }
+
+    func array(_ key: String) throws(CNIError) -> [JSON]? {
+        switch object[key] {
+        case nil, .null?: return nil
+        case .array(let a)?: return a
+        case let v?: throw KeyReader.typeError(key, expected: "a list", got: v)
+        }
+    }
+
+    func stringList(_ key: String) throws(CNIError) -> [String]? {
+        guard let arr = try array(key) else { return nil }
+        var out: [String] = []
+        for item in arr {
+            guard let s = item.stringValue else { throw KeyReader.typeError(key, expected: "a list of strings", got: item) }
+            out.append(s)
+        }
+        return out
+    }
+}
+
+extension String {
+    func trimmingSpaces() -> String {
+        var s = Substring(self)
+        while let f = s.first, f == " " || f == "\t" || f == "\n" { s.removeFirst() }
+        while let l = s.last, l == " " || l == "\t" || l == "\n" { s.removeLast() }
+        return String(s)
+    }
+}
