@@ -1,1 +1,27 @@
+// The plexus CNI plugin executable: wires real I/O (environment, stdin/stdout, posix_spawn executor, logger)
+// into the dispatcher. All behaviour lives in PlexusCore.
+import CNIInvoke
 import PlexusCore
+import SystemKit
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+ProcessEnvironment.ignoreSIGPIPE()
+let environment = ProcessEnvironment.dictionary()
+let isVersion = environment["CNI_COMMAND"] == "VERSION"
+// VERSION ignores stdin (runtimes may not even send any): do not block reading it.
+let input: [UInt8] = isVersion ? [] : ((try? FileSystem.readAll(fd: 0, path: "<stdin>", limit: 16 << 20)) ?? [])
+let logger = Logger(level: .error, toStderr: true)
+let baseEnvironment = ProcessEnvironment.entries()
+
+let services = PlexusServices(
+    makeExecutor: { config in
+        ProcessPluginExecutor(baseEnvironment: baseEnvironment, timeoutSeconds: config.delegateTimeoutSeconds)
+    },
+    logger: logger)
+
+let outcome = Dispatcher.run(environment: environment, stdin: input, services: services)
+try? FileSystem.writeAll(fd: 1, outcome.stdout, path: "<stdout>")
+exit(outcome.exitCode)

@@ -1,0 +1,182 @@
+import CNIInvoke
+import CNISpec
+import SystemKit
+
+/// Identifies one Plexus attachment: the runtime's view, `(network, containerID, ifname)`.
+public struct AttachmentKey: Sendable, Hashable, CustomStringConvertible {
+    public var network: String
+    public var containerID: String
+    public var ifname: String
+
+    public init(network: String, containerID: String, ifname: String) {
+        self.network = network
+        self.containerID = containerID
+        self.ifname = ifname
+    }
+
+    public var description: String { "\(network)/\(containerID)/\(ifname)" }
+    var fileName: String { "\(network)-\(containerID)-\(ifname)" }
+}
+
+/// One delegate network of an attachment, exactly as it is (or was) sent to the delegates.
+public struct PlannedNetwork: Sendable, Equatable {
+    /// The effective configuration list; its `bytes` are what is cached and replayed on DEL.
+    public var list: NetworkConfigList
+    public var ifname: String
+    public var capabilityArgs: JSONObject
+    /// The name reported in network-status: `ns/nad` for NAD networks, the CNI name otherwise.
+    public var displayName: String
+    public var isDefault: Bool
+    /// The NAD's `k8s.v1.cni.cncf.io/resourceName`, for device-plugin lookups.
+    public var resourceName: String?
+    /// Gateways requested through the selection's `default-route`, if any.
+    public var defaultRoute: [String]?
+
+    public init(list: NetworkConfigList, ifname: String, capabilityArgs: JSONObject = JSONObject(),
+                displayName: String? = nil, isDefault: Bool = false, resourceName: String? = nil, defaultRoute: [String]? = nil) {
+        self.list = list
+        self.ifname = ifname
+        self.capabilityArgs = capabilityArgs
+        self.displayName = displayName ?? list.name
+        self.isDefault = isDefault
+        self.resourceName = resourceName
+        self.defaultRoute = defaultRoute
+    }
+}
+
+/// The persisted plan of an attachment, written atomically before the first delegate runs, so a DEL after a crash,
+/// a reboot or a failed rollback knows every network that may hold resources.
+public struct AttachmentRecord: Sendable, Equatable {
+    public static let kind = "plexusAttachmentV1"
+
+    public enum State: String, Sendable {
+        /// Written before the first delegate ADD.
+        case adding
+        /// All networks were added.
+        case added
+        /// An ADD failed and its rollback left networks behind: a later DEL must retry them.
+        case rollbackFailed = "rollback-failed"
+        /// A DEL failed for some networks; `networks` holds those still to delete.
+        case deleteFailed = "delete-failed"
+    }
+
+    public var key: AttachmentKey
+    public var netns: String
+    public var cniArgs: CNIArgs
+    /// `ns/name` when known.
+    public var pod: String?
+    public var state: State
+    public var networks: [PlannedNetwork]
+
+    public init(key: AttachmentKey, netns: String, cniArgs: CNIArgs, pod: String?, state: State, networks: [PlannedNetwork]) {
+        self.key = key
+        self.netns = netns
+        self.cniArgs = cniArgs
+        self.pod = pod
+        self.state = state
+        self.networks = networks
+    }
+
+    var json: JSON {
+        var o = JSONObject()
+        o["kind"] = .string(AttachmentRecord.kind)
+        o["network"] = .string(key.network)
+        o["containerId"] = .string(key.containerID)
+        o["ifName"] = .string(key.ifname)
+        o["netns"] = .string(netns)
+        o["cniArgs"] = cniArgs.json
+        if let pod { o["pod"] = .string(pod) }
+        o["state"] = .string(state.rawValue)
+        o["networks"] = .array(networks.map { n in
+            var no = JSONObject()
+            no["name"] = .string(n.list.name)
+            no["ifName"] = .string(n.ifname)
+            no["display"] = .string(n.displayName)
+            if n.isDefault { no["default"] = .bool(true) }
+            if let r = n.resourceName { no["resourceName"] = .string(r) }
+            if let d = n.defaultRoute { no["defaultRoute"] = .array(d.map { .string($0) }) }
+            if !n.capabilityArgs.isEmpty { no["capabilityArgs"] = .object(n.capabilityArgs) }
+            no["config"] = .string(Base64.encode(n.list.bytes))
+            return .object(no)
+        })
+        return .object(o)
+    }
+
+    init?(json: JSON) {
+        guard let o = json.objectValue, o["kind"]?.stringValue == AttachmentRecord.kind,
+              let net = o["network"]?.stringValue, let cid = o["containerId"]?.stringValue,
+              let ifn = o["ifName"]?.stringValue, let nets = o["networks"]?.arrayValue,
+              let state = o["state"]?.stringValue.flatMap(State.init(rawValue:))
+        else { return nil }
+        key = AttachmentKey(network: net, containerID: cid, ifname: ifn)
+        netns = o["netns"]?.stringValue ?? ""
+        cniArgs = CNIArgs(json: o["cniArgs"])
+        pod = o["pod"]?.stringValue
+        self.state = state
+        var planned: [PlannedNetwork] = []
+        for n in nets {
+            guard let ifname = n["ifName"]?.stringValue, let cfg = n["config"]?.stringValue.flatMap(Base64.decode),
+                  let list = try? NetworkConfigList(bytes: cfg, source: "cached plan")
+            else { return nil }
+            planned.append(PlannedNetwork(
+                list: list, ifname: ifname, capabilityArgs: n["capabilityArgs"]?.objectValue ?? JSONObject(),
+                displayName: n["display"]?.stringValue, isDefault: n["default"]?.boolValue ?? false,
+                resourceName: n["resourceName"]?.stringValue,
+                defaultRoute: n["defaultRoute"]?.arrayValue?.compactMap(\.stringValue)))
+        }
+        networks = planned
+    }
+}
+
+/// Persistence of attachment records under `<cniDir>/attachments/`, atomic and tolerant like the result cache.
+public struct AttachmentStore: Sendable {
+    public let directory: String
+
+    public init(cniDir: String) { directory = cniDir + "/attachments" }
+
+    public func path(_ key: AttachmentKey) -> String { "\(directory)/\(key.fileName)" }
+
+    public enum ReadOutcome: Sendable {
+        case absent
+        case corrupt(String)
+        case record(AttachmentRecord)
+    }
+
+    public func write(_ record: AttachmentRecord) throws(SystemError) {
+        try FileSystem.makeDirectories(directory, mode: 0o700)
+        try FileSystem.writeAtomically(path(record.key), record.json.serializedBytes(), mode: 0o600)
+    }
+
+    public func read(_ key: AttachmentKey) -> ReadOutcome { readFile(path(key)) }
+
+    func readFile(_ p: String) -> ReadOutcome {
+        let bytes: [UInt8]
+        do { bytes = try FileSystem.read(p) } catch {
+            return error.isNotFound ? .absent : .corrupt(error.description)
+        }
+        guard let json = try? JSON.parse(bytes) else { return .corrupt("\(p): not valid JSON") }
+        guard let r = AttachmentRecord(json: json) else { return .corrupt("\(p): not a complete \(AttachmentRecord.kind) record") }
+        return .record(r)
+    }
+
+    public func remove(_ key: AttachmentKey) throws(SystemError) { try FileSystem.remove(path(key)) }
+
+    /// Removes a corrupt record file by path (after its attachment was torn down some other way).
+    public func removeFile(named key: AttachmentKey) { try? FileSystem.remove(path(key)) }
+
+    /// All readable records of Plexus network `network`, and the paths of unreadable ones.
+    public func list(network: String) -> (records: [AttachmentRecord], corrupt: [String]) {
+        guard let names = try? FileSystem.list(directory) else { return ([], []) }
+        var records: [AttachmentRecord] = []
+        var corrupt: [String] = []
+        for name in names where name.hasPrefix(network + "-") {
+            let p = "\(directory)/\(name)"
+            switch readFile(p) {
+            case .record(let r) where r.key.network == network: records.append(r)
+            case .corrupt: corrupt.append(p)
+            default: continue
+            }
+        }
+        return (records, corrupt)
+    }
+}

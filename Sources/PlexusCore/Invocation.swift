@@ -1,0 +1,86 @@
+import CNISpec
+
+/// The pod a CNI call is for, from the runtime's `CNI_ARGS` (`K8S_POD_*`).
+public struct PodIdentity: Sendable, Equatable, CustomStringConvertible {
+    public var namespace: String
+    public var name: String
+    public var uid: String?
+    public var infraContainerID: String?
+
+    public init(namespace: String, name: String, uid: String? = nil, infraContainerID: String? = nil) {
+        self.namespace = namespace
+        self.name = name
+        self.uid = uid
+        self.infraContainerID = infraContainerID
+    }
+
+    public init?(args: CNIArgs) {
+        guard let ns = args["K8S_POD_NAMESPACE"], !ns.isEmpty, let name = args["K8S_POD_NAME"], !name.isEmpty else { return nil }
+        self.init(namespace: ns, name: name, uid: args["K8S_POD_UID"].flatMap { $0.isEmpty ? nil : $0 },
+                  infraContainerID: args["K8S_POD_INFRA_CONTAINER_ID"].flatMap { $0.isEmpty ? nil : $0 })
+    }
+
+    public var description: String { "\(namespace)/\(name)" }
+}
+
+/// A validated CNI call: the verb and its environment parameters.
+public struct CNIInvocation: Sendable {
+    public enum Command: String, Sendable, CaseIterable {
+        case add = "ADD", del = "DEL", check = "CHECK", version = "VERSION", status = "STATUS", gc = "GC"
+
+        /// Required environment per verb (spec §"Parameters"). `CNI_PATH` is optional everywhere because Plexus
+        /// always has `binDir`.
+        var requiredEnvironment: [String] {
+            switch self {
+            case .add, .check: return ["CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME"]
+            case .del: return ["CNI_CONTAINERID", "CNI_IFNAME"]
+            case .version, .status, .gc: return []
+            }
+        }
+    }
+
+    public var command: Command
+    public var containerID: String
+    public var netns: String
+    public var ifname: String
+    public var cniArgs: CNIArgs
+    public var cniPath: String?
+    public var pod: PodIdentity?
+
+    /// Validates the environment: missing required variables, container ID and interface name rules, `CNI_ARGS`
+    /// syntax. Errors are code 4 and name the variables.
+    public init(environment env: [String: String]) throws(CNIError) {
+        guard let raw = env["CNI_COMMAND"], !raw.isEmpty else {
+            throw CNIError(.invalidEnvironment, "required env variables [CNI_COMMAND] missing",
+                           details: "plexus is a CNI plugin; run it from a container runtime")
+        }
+        guard let command = Command(rawValue: raw) else {
+            throw CNIError(.invalidEnvironment, "unknown CNI_COMMAND: \(raw)", details: "CNI_COMMAND")
+        }
+        self.command = command
+        let missing = command.requiredEnvironment.filter { (env[$0] ?? "").isEmpty }
+        if !missing.isEmpty {
+            throw CNIError(.invalidEnvironment, "required env variables [\(missing.joined(separator: ","))] missing",
+                           details: missing.joined(separator: ","))
+        }
+        containerID = env["CNI_CONTAINERID"] ?? ""
+        netns = env["CNI_NETNS"] ?? ""
+        ifname = env["CNI_IFNAME"] ?? ""
+        cniPath = env["CNI_PATH"]
+        switch command {
+        case .add, .del, .check:
+            try CNIValidation.validateContainerID(containerID)
+            try CNIValidation.validateInterfaceName(ifname)
+            cniArgs = try CNIArgs(parsing: env["CNI_ARGS"] ?? "")
+        case .version, .status, .gc:
+            cniArgs = (try? CNIArgs(parsing: env["CNI_ARGS"] ?? "")) ?? CNIArgs()
+        }
+        pod = PodIdentity(args: cniArgs)
+    }
+
+    /// How errors name the call: the pod when known, always the container.
+    public var subject: String {
+        if let pod { return "pod \(pod) (container \(containerID), \(ifname))" }
+        return "container \(containerID) (\(ifname))"
+    }
+}

@@ -1,0 +1,324 @@
+import CNIInvoke
+import CNISpec
+import SystemKit
+
+/// Receives the outcome of a successful ADD before Plexus answers the runtime (network-status, events). A thrown
+/// error rolls the whole ADD back.
+public protocol AttachmentReporter: Sendable {
+    func report(invocation: CNIInvocation, attached: [(network: PlannedNetwork, result: JSON)]) throws(CNIError)
+}
+
+/// The meta plugin: plans an attachment, records the plan, runs every network's chain, caches each result, rolls
+/// back on failure, and tears everything down from the cache on DEL. Dependencies come in through the initializer
+/// so every path runs in unit tests with fakes.
+public final class Plexus {
+    public let config: PlexusConfig
+    public let invocation: CNIInvocation
+    public let runner: NetworkRunner
+    public let planner: any NetworkPlanner
+    public let localPlanner: LocalPlanner
+    public let reporter: (any AttachmentReporter)?
+    public let logger: Logger
+    let store: AttachmentStore
+    let cache: ResultCache
+    let locks: LockSet
+    /// How long ADD waits for the readiness indicator file, and how it sleeps (injected for tests).
+    let sleep: (Int) -> Void
+
+    public init(config: PlexusConfig, invocation: CNIInvocation, executor: any PluginExecutor,
+                planner: (any NetworkPlanner)? = nil, reporter: (any AttachmentReporter)? = nil, logger: Logger,
+                sleep: @escaping (Int) -> Void = { Clock.sleep(milliseconds: $0) }) {
+        self.config = config
+        self.invocation = invocation
+        self.runner = NetworkRunner(executor: executor, searchPaths: config.searchPaths(cniPath: invocation.cniPath))
+        self.localPlanner = LocalPlanner(loader: NetworkLoader(confDir: config.confDir))
+        self.planner = planner ?? localPlanner
+        self.reporter = reporter
+        self.logger = logger
+        self.store = AttachmentStore(cniDir: config.cniDir)
+        self.cache = ResultCache(cniDir: config.cniDir)
+        self.locks = LockSet(cniDir: config.cniDir)
+        self.sleep = sleep
+    }
+
+    var key: AttachmentKey {
+        AttachmentKey(network: config.name, containerID: invocation.containerID, ifname: invocation.ifname)
+    }
+
+    func fail(_ e: CNIError) -> CNIError { e.prefixed(invocation.subject) }
+
+    func runtimeConf(_ n: PlannedNetwork, netns: String, cniArgs: CNIArgs) -> RuntimeConf {
+        RuntimeConf(containerID: invocation.containerID, netns: netns, ifname: n.ifname, cniArgs: cniArgs,
+                    capabilityArgs: n.capabilityArgs)
+    }
+
+    // MARK: ADD
+
+    public func add() throws(CNIError) -> JSON {
+        try waitForReadiness()
+        let (lock, gcLock) = try locks.acquire(containerID: invocation.containerID)
+        defer { lock.unlock(); gcLock.unlock() }
+
+        // A record left by an earlier ADD (rolled back only partly, or never followed by DEL) is torn down first,
+        // so its resources cannot leak and its interfaces do not collide with the new ones.
+        if case .record(let stale) = store.read(key) {
+            logger.warning("tearing down stale attachment before ADD", [("state", stale.state.rawValue)])
+            let failures = teardown(stale)
+            if !failures.isEmpty { throw fail(combined(failures, verb: "cleanup of the previous attachment")) }
+        }
+
+        let networks: [PlannedNetwork]
+        do {
+            networks = try planner.plan(config: config, invocation: invocation)
+            try networks.validateUniqueInterfaces()
+        } catch { throw fail(error) }
+
+        var record = AttachmentRecord(key: key, netns: invocation.netns, cniArgs: invocation.cniArgs,
+                                      pod: invocation.pod?.description, state: .adding, networks: networks)
+        do { try store.write(record) } catch {
+            throw fail(CNIError(.ioFailure, "cannot record attachment plan", details: error.description))
+        }
+
+        var attached: [(network: PlannedNetwork, result: JSON)] = []
+        for (i, n) in networks.enumerated() {
+            let started = Clock.monotonicNanoseconds()
+            do {
+                let result = try runner.add(n.list, runtimeConf(n, netns: invocation.netns, cniArgs: invocation.cniArgs))
+                try writeCache(n, result: result, netns: invocation.netns, cniArgs: invocation.cniArgs)
+                attached.append((n, result))
+                logger.verbose("network added", [("network", n.displayName), ("ifname", n.ifname),
+                                                  ("ms", millis(since: started))])
+            } catch {
+                let addError = error.prefixed("network \"\(n.displayName)\" (\(n.ifname))")
+                throw fail(rollback(record: &record, upTo: i, cause: addError))
+            }
+        }
+
+        if let reporter {
+            do { try reporter.report(invocation: invocation, attached: attached) } catch {
+                throw fail(rollback(record: &record, upTo: networks.count - 1, cause: error))
+            }
+        }
+
+        record.state = .added
+        do { try store.write(record) } catch {
+            logger.error("cannot mark attachment as added", [("error", error.description)])
+        }
+        guard let first = attached.first else {
+            throw fail(CNIError(.invalidNetworkConfig, "no networks to attach"))
+        }
+        do {
+            return try CNIResult.convert(first.result, to: config.cniVersion, defaultVersion: first.network.list.cniVersion)
+        } catch {
+            throw fail(rollback(record: &record, upTo: networks.count - 1,
+                                cause: error.prefixed("cannot convert the cluster network's result to \(config.cniVersion)")))
+        }
+    }
+
+    func writeCache(_ n: PlannedNetwork, result: JSON?, netns: String, cniArgs: CNIArgs) throws(CNIError) {
+        let entry = CachedAttachment(containerID: invocation.containerID, networkName: n.list.name, ifname: n.ifname,
+                                     config: n.list.bytes, netns: netns, cniArgs: cniArgs,
+                                     capabilityArgs: n.capabilityArgs, result: result,
+                                     owner: .init(network: config.name, ifname: invocation.ifname))
+        do { try cache.write(entry) } catch {
+            throw CNIError(.ioFailure, "cannot cache result of network \"\(n.displayName)\"", details: error.description)
+        }
+    }
+
+    /// Deletes networks `0...index` in reverse order (the failed one included: a delegate may have allocated
+    /// before failing) and returns the error to report. When a rollback DEL fails, the record is kept as
+    /// `rollback-failed` with the networks that still need a DEL, so the runtime's DEL retries exactly those.
+    func rollback(record: inout AttachmentRecord, upTo index: Int, cause: CNIError) -> CNIError {
+        logger.error("ADD failed, rolling back", [("error", cause.description)])
+        let subset = AttachmentRecord(key: record.key, netns: record.netns, cniArgs: record.cniArgs, pod: record.pod,
+                                      state: .rollbackFailed, networks: Array(record.networks[0...index]))
+        let failures = teardown(subset)
+        if failures.isEmpty { return cause }
+        return CNIError(cause.code, "\(cause.msg); rollback incomplete, a DEL will retry: \(failures.map(\.description).joined(separator: "; "))",
+                        details: cause.details)
+    }
+
+    // MARK: DEL
+
+    public func del() throws(CNIError) {
+        let (lock, gcLock) = try locks.acquire(containerID: invocation.containerID)
+        defer { lock.unlock(); gcLock.unlock() }
+        let started = Clock.monotonicNanoseconds()
+
+        var record: AttachmentRecord
+        switch store.read(key) {
+        case .record(let r):
+            record = r
+        case .corrupt(let why):
+            logger.error("attachment record unreadable, deleting from the result cache and configuration", [("reason", why)])
+            record = try reconstructRecord()
+        case .absent:
+            record = try reconstructRecord()
+        }
+        // The runtime's netns wins (it may be empty on containerd's second DEL); the cached one is only used by GC.
+        record.netns = invocation.netns
+        let failures = teardown(record)
+        logger.info("DEL done", [("networks", String(record.networks.count)), ("ms", millis(since: started))])
+        if !failures.isEmpty { throw fail(combined(failures, verb: "DEL")) }
+    }
+
+    /// Without a readable record: the delegate attachments the result cache attributes to this attachment, and,
+    /// if there are none, the networks of the current configuration (what a runtime would DEL), so a wiped or
+    /// corrupt cache never turns into leaked IPs.
+    func reconstructRecord() throws(CNIError) -> AttachmentRecord {
+        let (entries, corrupt) = cache.list(containerID: invocation.containerID)
+        for c in corrupt { logger.error("ignoring unreadable result cache file", [("reason", c)]) }
+        let owned = entries.filter { $0.entry.owner == .init(network: config.name, ifname: invocation.ifname) }
+        var networks: [PlannedNetwork] = []
+        for (_, e) in owned {
+            guard let list = try? NetworkConfigList(bytes: e.config, source: "cached config") else { continue }
+            networks.append(PlannedNetwork(list: list, ifname: e.ifname, capabilityArgs: e.capabilityArgs))
+        }
+        if networks.isEmpty {
+            do { networks = try localPlanner.plan(config: config, invocation: invocation) } catch { throw fail(error) }
+        } else {
+            // Cluster network (the runtime's ifname) first, then net1, net2…, so teardown runs in reverse ADD order.
+            networks.sort { a, b in
+                if a.ifname == invocation.ifname { return b.ifname != invocation.ifname }
+                if b.ifname == invocation.ifname { return false }
+                return a.ifname.count != b.ifname.count ? a.ifname.count < b.ifname.count : a.ifname < b.ifname
+            }
+        }
+        return AttachmentRecord(key: key, netns: invocation.netns, cniArgs: invocation.cniArgs,
+                                pod: invocation.pod?.description, state: .deleteFailed, networks: networks)
+    }
+
+    /// DELs every network of `record` in reverse order with its cached result, continuing past failures. Cache
+    /// entries go only after their DEL succeeded; the record goes when everything succeeded, otherwise it is
+    /// rewritten with the networks still to delete. Returns the failures.
+    func teardown(_ record: AttachmentRecord) -> [CNIError] {
+        var failures: [CNIError] = []
+        var remaining: [PlannedNetwork] = []
+        for n in record.networks.reversed() {
+            var prev: JSON?
+            switch cache.read(network: n.list.name, containerID: record.key.containerID, ifname: n.ifname) {
+            case .entry(let e): prev = e.result
+            case .corrupt(let why): logger.error("ignoring unreadable result cache file", [("reason", why)])
+            case .absent: break
+            }
+            let rt = RuntimeConf(containerID: record.key.containerID, netns: record.netns, ifname: n.ifname,
+                                 cniArgs: record.cniArgs, capabilityArgs: n.capabilityArgs)
+            do {
+                try runner.del(n.list, rt, prevResult: prev)
+                try? cache.remove(network: n.list.name, containerID: record.key.containerID, ifname: n.ifname)
+            } catch {
+                failures.append(error.prefixed("network \"\(n.displayName)\" (\(n.ifname))"))
+                remaining.insert(n, at: 0)
+            }
+        }
+        if remaining.isEmpty {
+            do { try store.remove(record.key) } catch {
+                logger.error("cannot remove attachment record", [("error", error.description)])
+            }
+        } else {
+            var left = record
+            left.networks = remaining
+            if left.state != .rollbackFailed { left.state = .deleteFailed }
+            do { try store.write(left) } catch {
+                logger.error("cannot record networks left to delete", [("error", error.description)])
+            }
+        }
+        return failures
+    }
+
+    func combined(_ failures: [CNIError], verb: String) -> CNIError {
+        if failures.count == 1, let only = failures.first { return only }
+        let code = failures.first?.code ?? .internalError
+        return CNIError(code, "\(verb) failed for \(failures.count) networks: " + failures.map(\.description).joined(separator: "; "))
+    }
+
+    // MARK: CHECK
+
+    /// Runs CHECK on every cached network's chain (not only the cluster network), honouring `disableCheck`.
+    /// Networks whose configuration predates CHECK (< 0.4.0) are skipped.
+    public func check() throws(CNIError) {
+        let (lock, gcLock) = try locks.acquire(containerID: invocation.containerID)
+        defer { lock.unlock(); gcLock.unlock() }
+        let record: AttachmentRecord
+        switch store.read(key) {
+        case .record(let r): record = r
+        case .corrupt(let why):
+            throw fail(CNIError(.ioFailure, "attachment record unreadable", details: why))
+        case .absent:
+            throw fail(CNIError(.unknownContainer, "no attachment was added for this container"))
+        }
+        for n in record.networks {
+            guard n.list.version.supportsCheck else {
+                logger.verbose("skipping CHECK for a network below 0.4.0", [("network", n.displayName)])
+                continue
+            }
+            var prev: JSON?
+            if case .entry(let e) = cache.read(network: n.list.name, containerID: invocation.containerID, ifname: n.ifname) {
+                prev = e.result
+            }
+            do {
+                try runner.check(n.list, runtimeConf(n, netns: invocation.netns, cniArgs: invocation.cniArgs), prevResult: prev)
+            } catch {
+                throw fail(error.prefixed("network \"\(n.displayName)\" (\(n.ifname))"))
+            }
+        }
+    }
+
+    // MARK: readiness
+
+    func waitForReadiness() throws(CNIError) {
+        guard let file = config.readinessIndicatorFile else { return }
+        let deadline = Clock.monotonicNanoseconds() + Int64(config.readinessTimeoutSeconds * 1e9)
+        while !FileSystem.exists(file) {
+            if Clock.monotonicNanoseconds() >= deadline {
+                throw fail(CNIError(.tryAgainLater, "readiness indicator file \(file) did not appear within \(config.readinessTimeoutSeconds) s"))
+            }
+            sleep(100)
+        }
+    }
+}
+
+func millis(since start: Int64) -> String {
+    let us = (Clock.monotonicNanoseconds() - start) / 1000
+    return "\(us / 1000).\(String(us % 1000 / 100))"
+}
+
+/// Cross-process locks under `<cniDir>/locks/`: one of 128 fixed bucket files per container ID (a bounded set,
+/// unlike one file per container) taken exclusively by ADD/DEL/CHECK, and the GC lock taken shared by them and
+/// exclusively by GC.
+struct LockSet: Sendable {
+    let directory: String
+
+    init(cniDir: String) { directory = cniDir + "/locks" }
+
+    static func bucket(_ containerID: String) -> Int {
+        var h: UInt32 = 2166136261
+        for b in containerID.utf8 { h = (h ^ UInt32(b)) &* 16777619 }
+        return Int(h % 128)
+    }
+
+    func prepare() throws(CNIError) {
+        do { try FileSystem.makeDirectories(directory, mode: 0o700) } catch {
+            throw CNIError(.ioFailure, "cannot create lock directory", details: error.description)
+        }
+    }
+
+    /// The GC lock (shared) and the container's bucket lock (exclusive), in that order, always.
+    func acquire(containerID: String) throws(CNIError) -> (FileLock, FileLock) {
+        try prepare()
+        do {
+            let gc = try FileLock(path: directory + "/gc", mode: .shared)
+            let own = try FileLock(path: directory + "/container-\(LockSet.bucket(containerID))", mode: .exclusive)
+            return (own, gc)
+        } catch {
+            throw CNIError(.ioFailure, "cannot lock the attachment cache", details: error.description)
+        }
+    }
+
+    func acquireExclusiveGC() throws(CNIError) -> FileLock {
+        try prepare()
+        do { return try FileLock(path: directory + "/gc", mode: .exclusive) } catch {
+            throw CNIError(.ioFailure, "cannot lock the attachment cache for GC", details: error.description)
+        }
+    }
+}
