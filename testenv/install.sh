@@ -1,0 +1,32 @@
+#!/bin/bash
+# Installs everything Plexus needs to build, test and demo on a fresh Debian 12 machine (run as root).
+# Idempotent: already-installed packages are skipped.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" -ne 0 ]; then echo "testenv/install.sh: run as root" >&2; exit 1; fi
+
+PKGS="libcurl4-openssl-dev libmnl-dev containernetworking-plugins iproute2 iptables openssl hyperfine jq time gcc libc6-dev"
+missing=""
+for p in $PKGS; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+done
+if [ -n "$missing" ]; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -q
+    # shellcheck disable=SC2086
+    apt-get install -y -q --no-install-recommends $missing
+fi
+
+PY="${PYTHON:-python3}"
+"$PY" -c 'import pytest' 2>/dev/null || "$PY" -m pip install -q pytest || "$PY" -m pip install -q --break-system-packages pytest
+"$PY" -c 'import kubernetes' 2>/dev/null || "$PY" -m pip install -q kubernetes || "$PY" -m pip install -q --break-system-packages kubernetes || \
+    echo "testenv/install.sh: python kubernetes client unavailable; its tests will be skipped" >&2
+
+# containerd/runc/grpcio for the CRI end-to-end scenarios.
+bash testenv/cri/install.sh
+
+# Static libstdc++ for the release link (see Package.swift `fastStart`): a directory holding only that archive.
+mkdir -p .static
+ln -sf "$(gcc -print-file-name=libstdc++.a)" .static/libstdc++.a
+echo "testenv/install.sh: ok"
