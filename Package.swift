@@ -20,6 +20,7 @@ let package = Package(
         .executable(name: "plexus", targets: ["plexus"]),
         .executable(name: "plexus-kubeconfig", targets: ["plexus-kubeconfig"]),
         .executable(name: "plexus-test-delegate", targets: ["plexus-test-delegate"]),
+        .executable(name: "plexus-bench", targets: ["plexus-bench"]),
     ],
     dependencies: [
         // Only the `plexus-kubeconfig` converter links Yams (and with it Foundation + ICU, ~1.5 ms of start-up):
@@ -47,6 +48,8 @@ let package = Package(
         .executableTarget(name: "plexus", dependencies: ["PlexusCore", "SystemKit"], linkerSettings: fastStart),
         .executableTarget(name: "plexus-kubeconfig", dependencies: ["Yams"]),
         .executableTarget(name: "plexus-test-delegate", dependencies: ["CNISpec", "SystemKit"]),
+
+        .executableTarget(name: "plexus-bench", dependencies: ["CNIInvoke", "CNISpec", "SystemKit"], path: "Benchmarks/plexus-bench"),
 
         .testTarget(name: "CNISpecTests", dependencies: ["CNISpec"]),
         .testTarget(name: "NetAttachTests", dependencies: ["NetAttach", "CNISpec"]),

@@ -50,10 +50,8 @@ public struct AttachmentRecord: Sendable, Equatable {
     public static let kind = "plexusAttachmentV1"
 
     public enum State: String, Sendable {
-        /// Written before the first delegate ADD.
-        case adding
-        /// All networks were added.
-        case added
+        /// Written before the first delegate ADD; stays so while the attachment exists.
+        case planned
         /// An ADD failed and its rollback left networks behind: a later DEL must retry them.
         case rollbackFailed = "rollback-failed"
         /// A DEL failed for some networks; `networks` holds those still to delete.
@@ -144,7 +142,8 @@ public struct AttachmentStore: Sendable {
 
     public func write(_ record: AttachmentRecord) throws(SystemError) {
         try FileSystem.makeDirectories(directory, mode: 0o700)
-        try FileSystem.writeAtomically(path(record.key), record.json.serializedBytes(), mode: 0o600)
+        // The plan must outlive a crash or power loss of the node, since it is what lets DEL find every network.
+        try FileSystem.writeAtomically(path(record.key), record.json.serializedBytes(), mode: 0o600, durableRename: true)
     }
 
     public func read(_ key: AttachmentKey) -> ReadOutcome { readFile(path(key)) }

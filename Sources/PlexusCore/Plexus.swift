@@ -74,7 +74,7 @@ public final class Plexus {
         } catch { throw fail(error) }
 
         var record = AttachmentRecord(key: key, netns: invocation.netns, cniArgs: invocation.cniArgs,
-                                      pod: invocation.pod?.description, state: .adding, networks: networks)
+                                      pod: invocation.pod?.description, state: .planned, networks: networks)
         do { try store.write(record) } catch {
             throw fail(CNIError(.ioFailure, "cannot record attachment plan", details: error.description))
         }
@@ -100,10 +100,6 @@ public final class Plexus {
             }
         }
 
-        record.state = .added
-        do { try store.write(record) } catch {
-            logger.error("cannot mark attachment as added", [("error", error.description)])
-        }
         guard let first = attached.first else {
             throw fail(CNIError(.invalidNetworkConfig, "no networks to attach"))
         }

@@ -11,6 +11,8 @@ public struct ProcessOutput: Sendable {
     public var stderr: [UInt8]
     /// True when the deadline expired and the child was killed.
     public var timedOut: Bool
+    /// The child's peak resident set size in KiB (`ru_maxrss`).
+    public var maxRSSKilobytes: Int = 0
 }
 
 /// Runs child processes with `posix_spawn` (never `Foundation.Process`, which costs ~50 ms per child here):
@@ -70,7 +72,8 @@ public enum Subprocess {
         for fd in [inFD, outFD, errFD] where fd >= 0 { close(fd) }
         if timedOut { kill(pid, SIGKILL) }
         var status: Int32 = 0
-        while waitpid(pid, &status, 0) < 0 {
+        var usage = rusage()
+        while wait4(pid, &status, 0, &usage) < 0 {
             if px_errno() != EINTR { break }
         }
         let exit: Int32
@@ -79,7 +82,7 @@ public enum Subprocess {
         } else {
             exit = 128 + (status & 0x7f)
         }
-        return ProcessOutput(exitStatus: exit, stdout: out, stderr: err, timedOut: timedOut)
+        return ProcessOutput(exitStatus: exit, stdout: out, stderr: err, timedOut: timedOut, maxRSSKilobytes: Int(usage.ru_maxrss))
     }
 
     private static func withCStrings<R>(_ strings: [String], _ body: (UnsafePointer<UnsafeMutablePointer<CChar>?>) -> R) -> R {

@@ -1,0 +1,192 @@
+// plexus-bench: Plexus against the same delegates called directly, interleaved in one process, in real netns.
+//
+//   swift build -c release --product plexus-bench --product plexus
+//   .build/release/plexus-bench [--rounds 30] [--plexus PATH] [--plugins /usr/lib/cni]
+//
+// "direct" is this process acting as the runtime: it runs each network's chain itself (libcni semantics, via
+// CNIInvoke) with posix_spawn, so the difference is what Plexus adds (its own exec, config, plan, cache, result).
+// Prints medians and ratios; never asserts on time. Everything it creates is named pxb* and removed at the end.
+import CNIInvoke
+import CNISpec
+import SystemKit
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+var rounds = 30
+var plexusPath = ""
+var plugins = "/usr/lib/cni"
+var args = Array(CommandLine.arguments.dropFirst())
+while !args.isEmpty {
+    let a = args.removeFirst()
+    switch a {
+    case "--rounds": rounds = Int(args.isEmpty ? "" : args.removeFirst()) ?? rounds
+    case "--plexus": plexusPath = args.isEmpty ? "" : args.removeFirst()
+    case "--plugins": plugins = args.isEmpty ? "" : args.removeFirst()
+    default: print("usage: plexus-bench [--rounds N] [--plexus PATH] [--plugins DIR]"); exit(2)
+    }
+}
+if plexusPath.isEmpty {
+    plexusPath = FileSystem.directoryName(of: CommandLine.arguments[0]) + "/plexus"
+}
+ProcessEnvironment.ignoreSIGPIPE()
+
+@MainActor func sh(_ cmd: String) {
+    let out = try? Subprocess.run(path: "/bin/sh", arguments: ["sh", "-c", cmd], environment: ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"],
+                                  stdin: [], timeoutNanoseconds: 30_000_000_000)
+    if let out, out.exitStatus != 0 {
+        print("command failed: \(cmd): \(String(decoding: out.stderr, as: UTF8.self))")
+    }
+}
+
+var template = Array("/tmp/pxbench.XXXXXX".utf8CString)
+let tmp = template.withUnsafeMutableBufferPointer { String(cString: mkdtemp($0.baseAddress!)) }
+@MainActor func cleanup() {
+    sh("ip netns del pxbench 2>/dev/null; ip link del pxb-m0 2>/dev/null; ip link del pxb-i0 2>/dev/null; for b in pxbbr0 pxbbr1 pxbbr2; do ip link del $b 2>/dev/null; done; rm -rf \(tmp)")
+}
+cleanup()
+sh("mkdir -p \(tmp) && ip netns add pxbench && ip link add pxb-m0 type veth peer name pxb-m1 && ip link set pxb-m0 up && ip link add pxb-i0 type veth peer name pxb-i1 && ip link set pxb-i0 up")
+
+@MainActor func ipam(_ n: Int) -> String {
+    #""ipam":{"type":"host-local","dataDir":"\#(tmp)/ipam","ranges":[[{"subnet":"10.231.\#(200 + n).0/24"}]]}"#
+}
+let networks: [String] = [
+    #"{"cniVersion":"1.0.0","name":"pxb-cluster","plugins":[{"type":"bridge","bridge":"pxbbr0",\#(ipam(0))}]}"#,
+    #"{"cniVersion":"1.0.0","name":"pxb-macvlan","plugins":[{"type":"macvlan","master":"pxb-m0","mode":"bridge",\#(ipam(1))}]}"#,
+    #"{"cniVersion":"1.0.0","name":"pxb-macvlan2","plugins":[{"type":"macvlan","master":"pxb-i0","mode":"bridge",\#(ipam(2))}]}"#,
+    #"{"cniVersion":"1.0.0","name":"pxb-br1","plugins":[{"type":"bridge","bridge":"pxbbr1",\#(ipam(3))}]}"#,
+    #"{"cniVersion":"1.0.0","name":"pxb-br2","plugins":[{"type":"bridge","bridge":"pxbbr2",\#(ipam(4))}]}"#,
+]
+@MainActor func plexusConfig(_ count: Int) -> [UInt8] {
+    Array(#"{"cniVersion":"1.0.0","name":"pxbench","type":"plexus","cniDir":"\#(tmp)/cache","binDir":"\#(plugins)","delegates":[\#(networks.prefix(count).joined(separator: ","))]}"#.utf8)
+}
+let lists: [NetworkConfigList] = networks.compactMap { try? NetworkConfigList(bytes: Array($0.utf8), source: "bench") }
+if lists.count != networks.count { print("bench network configs do not parse"); exit(1) }
+let baseEnv = ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"]
+let executor = ProcessPluginExecutor(baseEnvironment: baseEnv, timeoutSeconds: 60)
+let runner = NetworkRunner(executor: executor, searchPaths: [plugins])
+let netns = "/var/run/netns/pxbench"
+
+struct Sample { var add: [Double] = []; var del: [Double] = [] }
+func ms(_ ns: Int64) -> Double { Double(ns) / 1e6 }
+
+@MainActor func runPlexus(_ command: String, count: Int, cid: String) -> (Double, Int) {
+    let env = baseEnv + ["CNI_COMMAND=\(command)", "CNI_CONTAINERID=\(cid)", "CNI_NETNS=\(netns)", "CNI_IFNAME=eth0",
+                         "CNI_PATH=\(plugins)", "CNI_ARGS=IgnoreUnknown=1;K8S_POD_NAMESPACE=bench;K8S_POD_NAME=p"]
+    let t0 = Clock.monotonicNanoseconds()
+    let out = try? Subprocess.run(path: plexusPath, arguments: [plexusPath], environment: env, stdin: plexusConfig(count),
+                                  timeoutNanoseconds: 60_000_000_000)
+    let dt = ms(Clock.monotonicNanoseconds() - t0)
+    if out?.exitStatus != 0 {
+        print("plexus \(command) failed: \(String(decoding: out?.stdout ?? [], as: UTF8.self))")
+        exit(1)
+    }
+    return (dt, out?.maxRSSKilobytes ?? 0)
+}
+
+var directResults: [JSON] = []
+@MainActor func runDirect(_ command: String, count: Int, cid: String) -> Double {
+    let t0 = Clock.monotonicNanoseconds()
+    do {
+        if command == "ADD" {
+            directResults = []
+            for (i, l) in lists.prefix(count).enumerated() {
+                directResults.append(try runner.add(l, RuntimeConf(containerID: cid, netns: netns, ifname: i == 0 ? "eth0" : "net\(i)")))
+            }
+        } else {
+            for (i, l) in lists.prefix(count).enumerated().reversed() {
+                try runner.del(l, RuntimeConf(containerID: cid, netns: netns, ifname: i == 0 ? "eth0" : "net\(i)"),
+                               prevResult: i < directResults.count ? directResults[i] : nil)
+            }
+        }
+    } catch {
+        print("direct \(command) failed: \(error)")
+        exit(1)
+    }
+    return ms(Clock.monotonicNanoseconds() - t0)
+}
+
+func median(_ xs: [Double]) -> Double {
+    let s = xs.sorted()
+    return s.isEmpty ? 0 : (s.count % 2 == 1 ? s[s.count / 2] : (s[s.count / 2 - 1] + s[s.count / 2]) / 2)
+}
+func f(_ x: Double) -> String {
+    let r = (x * 100).rounded() / 100
+    return String(r)
+}
+
+var plexus1 = Sample(), direct1 = Sample(), plexus5 = Sample(), direct5 = Sample()
+var versionPlexus: [Double] = [], versionBridge: [Double] = []
+let warmup = 3
+/// Kernel link deletion finishes asynchronously (RCU): let it settle so one side's teardown does not slow the
+/// other side's next ADD, and alternate which side goes first.
+@MainActor func settle() { Clock.sleep(milliseconds: 25) }
+
+@MainActor func pair(_ count: Int, cid: String, plexusFirst: Bool, into p: inout Sample, _ d: inout Sample) {
+    func plexusSide(_ p: inout Sample) {
+        settle(); let (a, _) = runPlexus("ADD", count: count, cid: cid)
+        settle(); let (dl, _) = runPlexus("DEL", count: count, cid: cid)
+        p.add.append(a); p.del.append(dl)
+    }
+    func directSide(_ d: inout Sample) {
+        settle(); let a = runDirect("ADD", count: count, cid: cid)
+        settle(); let dl = runDirect("DEL", count: count, cid: cid)
+        d.add.append(a); d.del.append(dl)
+    }
+    if plexusFirst { plexusSide(&p); directSide(&d) } else { directSide(&d); plexusSide(&p) }
+}
+
+for round in 0..<(rounds + warmup) {
+    let cid = "pxbench\(round)"
+    var p1 = Sample(), d1 = Sample(), p5 = Sample(), d5 = Sample()
+    pair(1, cid: cid, plexusFirst: round % 2 == 0, into: &p1, &d1)
+    pair(5, cid: cid, plexusFirst: round % 2 == 1, into: &p5, &d5)
+    var vp: [Double] = [], vb: [Double] = []
+    for _ in 0..<5 {
+        let t0 = Clock.monotonicNanoseconds()
+        _ = try? Subprocess.run(path: plexusPath, arguments: [plexusPath], environment: ["CNI_COMMAND=VERSION"], stdin: [],
+                                timeoutNanoseconds: 5_000_000_000)
+        let t1 = Clock.monotonicNanoseconds()
+        _ = try? Subprocess.run(path: plugins + "/bridge", arguments: [plugins + "/bridge"], environment: ["CNI_COMMAND=VERSION"],
+                                stdin: Array(#"{"cniVersion":"1.0.0"}"#.utf8), timeoutNanoseconds: 5_000_000_000)
+        let t2 = Clock.monotonicNanoseconds()
+        vp.append(ms(t1 - t0)); vb.append(ms(t2 - t1))
+    }
+    if round >= warmup {
+        plexus1.add += p1.add; plexus1.del += p1.del; direct1.add += d1.add; direct1.del += d1.del
+        plexus5.add += p5.add; plexus5.del += p5.del; direct5.add += d5.add; direct5.del += d5.del
+        versionPlexus += vp; versionBridge += vb
+    }
+}
+
+/// Peak RSS through GNU time (ru_maxrss of a posix_spawn child also counts the parent's pages before exec).
+@MainActor func peakRSS(_ path: String, env: [String], stdin: [UInt8]) -> String {
+    let out = try? Subprocess.run(path: "/usr/bin/time", arguments: ["time", "-f", "%M", path], environment: env, stdin: stdin,
+                                  timeoutNanoseconds: 60_000_000_000)
+    let text = String(decoding: out?.stderr ?? [], as: UTF8.self)
+    return String(text.split(separator: "\n").last ?? "?")
+}
+let podEnv = baseEnv + ["CNI_CONTAINERID=pxbenchrss", "CNI_NETNS=\(netns)", "CNI_IFNAME=eth0", "CNI_PATH=\(plugins)"]
+let rssVersion = peakRSS(plexusPath, env: ["CNI_COMMAND=VERSION"], stdin: [])
+let rssBridge = peakRSS(plugins + "/bridge", env: ["CNI_COMMAND=VERSION"], stdin: Array(#"{"cniVersion":"1.0.0"}"#.utf8))
+let rssAdd1 = peakRSS(plexusPath, env: podEnv + ["CNI_COMMAND=ADD"], stdin: plexusConfig(1))
+let rssDel1 = peakRSS(plexusPath, env: podEnv + ["CNI_COMMAND=DEL"], stdin: plexusConfig(1))
+let rssAdd5 = peakRSS(plexusPath, env: podEnv + ["CNI_COMMAND=ADD"], stdin: plexusConfig(5))
+let rssDel5 = peakRSS(plexusPath, env: podEnv + ["CNI_COMMAND=DEL"], stdin: plexusConfig(5))
+cleanup()
+
+print("plexus-bench: \(rounds) interleaved rounds (+\(warmup) warm-up), real netns, Debian reference plugins from \(plugins)")
+print("scenario            plexus ms   direct ms   overhead ms   ratio")
+for (name, p, d) in [("ADD 1 network", plexus1.add, direct1.add), ("DEL 1 network", plexus1.del, direct1.del),
+                     ("ADD 1+4 networks", plexus5.add, direct5.add), ("DEL 1+4 networks", plexus5.del, direct5.del)] {
+    let mp = median(p), md = median(d)
+    print("\(name.padding(18))  \(f(mp).padding(10))  \(f(md).padding(10))  \(f(mp - md).padding(12))  \(f(mp / md))")
+}
+let vp = median(versionPlexus), vb = median(versionBridge)
+print("VERSION start+exit  plexus \(f(vp)) ms  bridge \(f(vb)) ms  ratio \(f(vp / vb))")
+print("peak RSS KB         plexus VERSION \(rssVersion), ADD 1 \(rssAdd1), DEL 1 \(rssDel1), ADD 1+4 \(rssAdd5), DEL 1+4 \(rssDel5); bridge VERSION \(rssBridge)")
+
+extension String {
+    func padding(_ n: Int) -> String { count >= n ? self : self + String(repeating: " ", count: n - count) }
+}
