@@ -59,7 +59,7 @@ extension Plexus {
             if lists[l.name] == nil { order.append(l.name) }
             lists[l.name] = l
         }
-        if let required = try? localPlanner.requiredNetworks(config: config) { required.forEach(consider) }
+        if let configured = try? localPlanner.configuredNetworks(config: config) { configured.forEach(consider) }
         let remaining = cache.list().entries
         for (_, e) in remaining where e.owner?.network == config.name {
             if lists[e.networkName] == nil, let l = try? NetworkConfigList(bytes: e.config, source: "cached config") { consider(l) }

@@ -38,6 +38,21 @@ public struct LocalPlanner: NetworkPlanner {
         }
     }
 
+    /// Every network Plexus' configuration names (all `delegates`, or `clusterNetwork`, plus `defaultNetworks`):
+    /// the delegate networks GC must visit even when nothing of them is cached.
+    public func configuredNetworks(config: PlexusConfig) throws(CNIError) -> [NetworkConfigList] {
+        var lists: [NetworkConfigList] = []
+        if let cluster = config.clusterNetwork {
+            lists.append(try loader.load(reference: cluster))
+        } else {
+            for (i, d) in config.delegates.enumerated() {
+                lists.append(try NetworkConfigList(json: d, source: "delegates[\(i)]"))
+            }
+        }
+        for ref in config.defaultNetworks { lists.append(try loader.load(reference: ref)) }
+        return lists
+    }
+
     /// The cluster network and `defaultNetworks` only: what STATUS must ask, since every pod needs them.
     public func requiredNetworks(config: PlexusConfig) throws(CNIError) -> [NetworkConfigList] {
         var lists: [NetworkConfigList] = []
