@@ -58,8 +58,8 @@ let networks: [String] = [
     #"{"cniVersion":"1.0.0","name":"pxb-br1","plugins":[{"type":"bridge","bridge":"pxbbr1",\#(ipam(3))}]}"#,
     #"{"cniVersion":"1.0.0","name":"pxb-br2","plugins":[{"type":"bridge","bridge":"pxbbr2",\#(ipam(4))}]}"#,
 ]
-@MainActor func plexusConfig(_ count: Int) -> [UInt8] {
-    Array(#"{"cniVersion":"1.0.0","name":"pxbench","type":"plexus","cniDir":"\#(tmp)/cache","binDir":"\#(plugins)","delegates":[\#(networks.prefix(count).joined(separator: ","))]}"#.utf8)
+@MainActor func plexusConfig(_ count: Int, parallel: Bool = true) -> [UInt8] {
+    Array(#"{"cniVersion":"1.0.0","name":"pxbench","type":"plexus","cniDir":"\#(tmp)/cache","binDir":"\#(plugins)","parallelTeardown":\#(parallel),"delegates":[\#(networks.prefix(count).joined(separator: ","))]}"#.utf8)
 }
 let lists: [NetworkConfigList] = networks.compactMap { try? NetworkConfigList(bytes: Array($0.utf8), source: "bench") }
 if lists.count != networks.count { print("bench network configs do not parse"); exit(1) }
@@ -71,11 +71,11 @@ let netns = "/var/run/netns/pxbench"
 struct Sample { var add: [Double] = []; var del: [Double] = [] }
 func ms(_ ns: Int64) -> Double { Double(ns) / 1e6 }
 
-@MainActor func runPlexus(_ command: String, count: Int, cid: String) -> (Double, Int) {
+@MainActor func runPlexus(_ command: String, count: Int, cid: String, parallel: Bool = true) -> (Double, Int) {
     let env = baseEnv + ["CNI_COMMAND=\(command)", "CNI_CONTAINERID=\(cid)", "CNI_NETNS=\(netns)", "CNI_IFNAME=eth0",
                          "CNI_PATH=\(plugins)", "CNI_ARGS=IgnoreUnknown=1;K8S_POD_NAMESPACE=bench;K8S_POD_NAME=p"]
     let t0 = Clock.monotonicNanoseconds()
-    let out = try? Subprocess.run(path: plexusPath, arguments: [plexusPath], environment: env, stdin: plexusConfig(count),
+    let out = try? Subprocess.run(path: plexusPath, arguments: [plexusPath], environment: env, stdin: plexusConfig(count, parallel: parallel),
                                   timeoutNanoseconds: 60_000_000_000)
     let dt = ms(Clock.monotonicNanoseconds() - t0)
     if out?.exitStatus != 0 {
@@ -118,6 +118,7 @@ func f(_ x: Double) -> String {
 
 var plexus1 = Sample(), direct1 = Sample(), plexus5 = Sample(), direct5 = Sample()
 var versionPlexus: [Double] = [], versionBridge: [Double] = []
+var delSerial: [Double] = [], delParallel: [Double] = []
 let warmup = 3
 /// Kernel link deletion finishes asynchronously (RCU): let it settle so one side's teardown does not slow the
 /// other side's next ADD, and alternate which side goes first.
@@ -142,6 +143,12 @@ for round in 0..<(rounds + warmup) {
     var p1 = Sample(), d1 = Sample(), p5 = Sample(), d5 = Sample()
     pair(1, cid: cid, plexusFirst: round % 2 == 0, into: &p1, &d1)
     pair(5, cid: cid, plexusFirst: round % 2 == 1, into: &p5, &d5)
+    // Teardown of the 1+4-network pod, serial against concurrent (alternating which goes first).
+    for parallel in (round % 2 == 0 ? [false, true] : [true, false]) {
+        settle(); _ = runPlexus("ADD", count: 5, cid: cid, parallel: parallel)
+        settle(); let (d, _) = runPlexus("DEL", count: 5, cid: cid, parallel: parallel)
+        if round >= warmup { if parallel { delParallel.append(d) } else { delSerial.append(d) } }
+    }
     var vp: [Double] = [], vb: [Double] = []
     for _ in 0..<5 {
         let t0 = Clock.monotonicNanoseconds()
@@ -183,6 +190,7 @@ for (name, p, d) in [("ADD 1 network", plexus1.add, direct1.add), ("DEL 1 networ
     let mp = median(p), md = median(d)
     print("\(name.padding(18))  \(f(mp).padding(10))  \(f(md).padding(10))  \(f(mp - md).padding(12))  \(f(mp / md))")
 }
+print("DEL 1+4 teardown    serial \(f(median(delSerial))) ms  concurrent \(f(median(delParallel))) ms  ratio \(f(median(delParallel) / median(delSerial)))")
 let vp = median(versionPlexus), vb = median(versionBridge)
 print("VERSION start+exit  plexus \(f(vp)) ms  bridge \(f(vb)) ms  ratio \(f(vp / vb))")
 print("peak RSS KB         plexus VERSION \(rssVersion), ADD 1 \(rssAdd1), DEL 1 \(rssDel1), ADD 1+4 \(rssAdd5), DEL 1+4 \(rssDel5); bridge VERSION \(rssBridge)")

@@ -188,23 +188,36 @@ public final class Plexus {
     /// entries go only after their DEL succeeded; the record goes when everything succeeded, otherwise it is
     /// rewritten with the networks still to delete. Returns the failures.
     func teardown(_ record: AttachmentRecord) -> [CNIError] {
+        let order = Array(record.networks.reversed())
+        var prevs: [JSON?] = []
+        for n in order {
+            switch cache.read(network: n.list.name, containerID: record.key.containerID, ifname: n.ifname) {
+            case .entry(let e): prevs.append(e.result)
+            case .corrupt(let why):
+                logger.error("ignoring unreadable result cache file", [("reason", why)])
+                prevs.append(nil)
+            case .absent: prevs.append(nil)
+            }
+        }
+        let runner = self.runner
+        let jobs: [() -> CNIError?] = zip(order, prevs).map { n, prev in
+            {
+                let rt = RuntimeConf(containerID: record.key.containerID, netns: record.netns, ifname: n.ifname,
+                                     cniArgs: record.cniArgs, capabilityArgs: n.capabilityArgs)
+                do throws(CNIError) { try runner.del(n.list, rt, prevResult: prev) } catch { return error }
+                return nil
+            }
+        }
+        // Networks are independent, so their chains may be torn down at once (each chain stays in reverse order).
+        let outcomes = config.parallelTeardown ? Parallel.map(jobs) : jobs.map { $0() }
         var failures: [CNIError] = []
         var remaining: [PlannedNetwork] = []
-        for n in record.networks.reversed() {
-            var prev: JSON?
-            switch cache.read(network: n.list.name, containerID: record.key.containerID, ifname: n.ifname) {
-            case .entry(let e): prev = e.result
-            case .corrupt(let why): logger.error("ignoring unreadable result cache file", [("reason", why)])
-            case .absent: break
-            }
-            let rt = RuntimeConf(containerID: record.key.containerID, netns: record.netns, ifname: n.ifname,
-                                 cniArgs: record.cniArgs, capabilityArgs: n.capabilityArgs)
-            do {
-                try runner.del(n.list, rt, prevResult: prev)
-                try? cache.remove(network: n.list.name, containerID: record.key.containerID, ifname: n.ifname)
-            } catch {
+        for (n, outcome) in zip(order, outcomes) {
+            if let error = outcome {
                 failures.append(error.prefixed("network \"\(n.displayName)\" (\(n.ifname))"))
                 remaining.insert(n, at: 0)
+            } else {
+                try? cache.remove(network: n.list.name, containerID: record.key.containerID, ifname: n.ifname)
             }
         }
         if remaining.isEmpty {

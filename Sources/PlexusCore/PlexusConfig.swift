@@ -29,6 +29,8 @@ public struct PlexusConfig: Sendable {
     public var readinessTimeoutSeconds = 45.0
     /// Upper bound for a whole ADD's Kubernetes API work (all requests and retries).
     public var apiDeadlineSeconds = 30.0
+    /// Tear independent networks down concurrently on DEL and rollback (each chain still in reverse order).
+    public var parallelTeardown = true
 
     /// Injected by the runtime.
     public var runtimeConfig = JSONObject()
@@ -89,6 +91,7 @@ public struct PlexusConfig: Sendable {
         if let v = try r.number("delegateTimeoutSeconds") { delegateTimeoutSeconds = v }
         if let v = try r.number("readinessTimeoutSeconds") { readinessTimeoutSeconds = v }
         if let v = try r.number("apiDeadlineSeconds") { apiDeadlineSeconds = v }
+        if let v = try r.bool("parallelTeardown") { parallelTeardown = v }
         if let v = try r.object("runtimeConfig") { runtimeConfig = v }
         prevResult = o["prevResult"].flatMap { $0.isNull ? nil : $0 }
         if let list = o["cni.dev/valid-attachments"] ?? o["cni.dev/attachments"], !list.isNull {

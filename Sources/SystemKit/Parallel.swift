@@ -1,0 +1,49 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Runs synchronous closures on their own POSIX threads and waits for all of them. Used where a CNI invocation
+/// waits on several independent child processes (concurrent teardown); no Swift concurrency, no thread hopping.
+public enum Parallel {
+    private final class Job: @unchecked Sendable {
+        let body: () -> Void
+        init(_ body: @escaping () -> Void) { self.body = body }
+    }
+
+    /// Runs every closure concurrently (the first on the calling thread) and returns their results in order.
+    /// If a thread cannot be created, that closure runs on the calling thread instead.
+    public static func map<T>(_ bodies: [() -> T]) -> [T] {
+        if bodies.count <= 1 { return bodies.map { $0() } }
+        let slots = bodies.map { _ in Slot<T>() }
+        var threads: [pthread_t] = []
+        var inline: [Int] = []
+        for i in 1..<bodies.count {
+            let body = bodies[i]
+            let slot = slots[i]
+            let job = Unmanaged.passRetained(Job { slot.value = body() })
+            var tid = pthread_t()
+            let rc = pthread_create(&tid, nil, { raw in
+                guard let raw else { return nil }
+                let job = Unmanaged<Job>.fromOpaque(raw).takeRetainedValue()
+                job.body()
+                return nil
+            }, job.toOpaque())
+            if rc == 0 {
+                threads.append(tid)
+            } else {
+                job.release()
+                inline.append(i)
+            }
+        }
+        slots[0].value = bodies[0]()
+        for i in inline { slots[i].value = bodies[i]() }
+        for t in threads { pthread_join(t, nil) }
+        // Every slot is filled by now (joined threads or inline runs); re-running is only a defensive fallback.
+        return zip(slots, bodies).map { slot, body in slot.value ?? body() }
+    }
+}
+
+private final class Slot<T>: @unchecked Sendable {
+    var value: T?
+    init() {}
+}
