@@ -43,7 +43,7 @@ let package = Package(
         // Kubernetes API client over libcurl (loaded lazily with dlopen).
         .target(name: "KubeClient", dependencies: ["CNISpec", "SystemKit", "CCurlShim"]),
         // The meta plugin: configuration, planning, execution, cache, dispatcher.
-        .target(name: "PlexusCore", dependencies: ["CNISpec", "SystemKit", "CNIInvoke"]),
+        .target(name: "PlexusCore", dependencies: ["CNISpec", "SystemKit", "CNIInvoke", "NetAttach", "KubeClient"]),
 
         .executableTarget(name: "plexus", dependencies: ["PlexusCore", "SystemKit"], linkerSettings: fastStart),
         .executableTarget(name: "plexus-kubeconfig", dependencies: ["Yams"]),

@@ -70,7 +70,7 @@ public enum CapabilityArgs {
 }
 
 /// `cni-args` handling (NPWG §4.1.2.1.6): the annotation's object is merged into `args.cni` of every plugin.
-public enum CNIArgs {
+public enum SelectionCNIArgs {
     /// Returns `config` with `cniArgs` merged into `args.cni` of each plugin (each element of `plugins` for a
     /// conflist, the object itself for a conf). The merge is one level deep: an annotation key replaces the NAD's
     /// value for that key (annotation wins), other `args.cni` keys and other `args` keys stay, in order. An empty

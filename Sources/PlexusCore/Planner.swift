@@ -2,7 +2,7 @@ import CNISpec
 
 /// Decides which networks an attachment gets. Pure apart from the loader it is given; the Kubernetes-aware planner
 /// adds the pod's annotation networks on top of this one.
-public protocol NetworkPlanner: Sendable {
+public protocol NetworkPlanner {
     /// The ordered networks for an ADD (cluster network first).
     func plan(config: PlexusConfig, invocation: CNIInvocation) throws(CNIError) -> [PlannedNetwork]
 }

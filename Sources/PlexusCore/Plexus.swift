@@ -4,7 +4,7 @@ import SystemKit
 
 /// Receives the outcome of a successful ADD before Plexus answers the runtime (network-status, events). A thrown
 /// error rolls the whole ADD back.
-public protocol AttachmentReporter: Sendable {
+public protocol AttachmentReporter {
     func report(invocation: CNIInvocation, attached: [(network: PlannedNetwork, result: JSON)]) throws(CNIError)
 }
 

@@ -1,6 +1,7 @@
 // The plexus CNI plugin executable: wires real I/O (environment, stdin/stdout, posix_spawn executor, logger)
 // into the dispatcher. All behaviour lives in PlexusCore.
 import CNIInvoke
+import CNISpec
 import PlexusCore
 import SystemKit
 
@@ -16,9 +17,17 @@ let input: [UInt8] = isVersion ? [] : ((try? FileSystem.readAll(fd: 0, path: "<s
 let logger = Logger(level: .error, toStderr: true)
 let baseEnvironment = ProcessEnvironment.entries()
 
+let kubernetes = KubernetesServices(environment: environment)
+
 let services = PlexusServices(
     makeExecutor: { config in
         ProcessPluginExecutor(baseEnvironment: baseEnvironment, timeoutSeconds: config.delegateTimeoutSeconds)
+    },
+    makePlanner: { config, invocation, logger throws(CNIError) in
+        try kubernetes.planner(config: config, invocation: invocation, logger: logger)
+    },
+    makeReporter: { config, invocation, logger in
+        kubernetes.reporter(config: config, invocation: invocation, logger: logger)
     },
     logger: logger)
 

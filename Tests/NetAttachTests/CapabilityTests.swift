@@ -87,7 +87,7 @@ func object(_ text: String) throws -> JSONObject {
 
     @Test(arguments: cases)
     func merges(config: String, cniArgs: String, expected: String) throws {
-        let merged = try CNIArgs.merge(try object(cniArgs), into: try object(config), network: "p/n")
+        let merged = try SelectionCNIArgs.merge(try object(cniArgs), into: try object(config), network: "p/n")
         #expect(merged.serializedForTest == expected)
     }
 
@@ -101,7 +101,7 @@ func object(_ text: String) throws -> JSONObject {
     @Test(arguments: bad)
     func rejectsUnmergeable(config: String) throws {
         let error = #expect(throws: DelegateConfigError.self) {
-            _ = try CNIArgs.merge(try object(#"{"a":1}"#), into: try object(config), network: "p/n")
+            _ = try SelectionCNIArgs.merge(try object(#"{"a":1}"#), into: try object(config), network: "p/n")
         }
         #expect(try #require(error).network == "p/n")
     }

@@ -1,0 +1,50 @@
+import CNISpec
+import KubeClient
+import SystemKit
+
+/// Builds the Kubernetes client for an ADD only when the API is configured (`kubeconfig`, or the in-cluster
+/// service environment) and the call names a pod. libcurl is loaded at that moment, so VERSION, DEL, CHECK, STATUS,
+/// GC and runs without Kubernetes never pay for it.
+public final class KubernetesServices {
+    let environment: [String: String]
+    private var client: KubeHTTPClient?
+    private var built = false
+
+    public init(environment: [String: String]) { self.environment = environment }
+
+    /// The API client for this invocation, or nil when Kubernetes is not configured or the call has no pod.
+    public func client(config: PlexusConfig, invocation: CNIInvocation, logger: Logger) throws(CNIError) -> KubeHTTPClient? {
+        if built { return client }
+        built = true
+        guard invocation.pod != nil else { return nil }
+        let kubeConfig: KubeConfig
+        do {
+            if let path = config.kubeconfig {
+                kubeConfig = try KubeConfig.load(kubeconfigPath: path, converterSearchPaths: [config.binDir])
+            } else if environment["KUBERNETES_SERVICE_HOST"] != nil {
+                kubeConfig = try KubeConfig.inCluster(environment: environment)
+            } else {
+                return nil
+            }
+        } catch {
+            throw CNIError(.invalidNetworkConfig, "cannot load Kubernetes client configuration", details: error.description)
+        }
+        do { try CurlTransport.loadLibrary() } catch {
+            throw CNIError(.internalError, "cannot load libcurl for the Kubernetes API", details: error.description)
+        }
+        let deadline = Clock.monotonicNanoseconds() + Int64(config.apiDeadlineSeconds * 1e9)
+        let c = KubeHTTPClient(config: kubeConfig, deadline: deadline, logger: logger)
+        client = c
+        return c
+    }
+
+    public func planner(config: PlexusConfig, invocation: CNIInvocation, logger: Logger) throws(CNIError) -> (any NetworkPlanner)? {
+        guard let api = try client(config: config, invocation: invocation, logger: logger) else { return nil }
+        return KubernetesPlanner(api: api, loader: NetworkLoader(confDir: config.confDir), logger: logger)
+    }
+
+    public func reporter(config: PlexusConfig, invocation: CNIInvocation, logger: Logger) -> (any AttachmentReporter)? {
+        guard let api = try? client(config: config, invocation: invocation, logger: logger) else { return nil }
+        return NetworkStatusReporter(api: api, logger: logger)
+    }
+}
