@@ -28,6 +28,9 @@ final class TestAPIServer: @unchecked Sendable {
         var description: String { message }
     }
 
+    /// Removed when the test process exits (the server exits with us).
+    nonisolated(unsafe) static var stateDirToRemove: String?
+
     let stateDir: String
     let port: Int
     var url: String { "https://127.0.0.1:\(port)" }
@@ -42,6 +45,8 @@ final class TestAPIServer: @unchecked Sendable {
     private init() throws {
         guard TestAPIServer.scriptPresent else { throw StartError(message: "\(TestAPIServer.script) is absent") }
         stateDir = makeTempDir("apiserver")
+        TestAPIServer.stateDirToRemove = stateDir
+        atexit { if let d = TestAPIServer.stateDirToRemove { removeTree(d) } }
         writeFile(stateDir + "/tokens", "\(adminToken) admin admin\n"
             + "\(multusToken) system:serviceaccount:kube-system:multus multus\n"
             + "\(readonlyToken) viewer readonly\n")
