@@ -101,6 +101,25 @@ import Testing
         #expect(dir.files("cache/results").isEmpty && dir.files("cache/attachments").isEmpty)
     }
 
+    @Test func concurrentTeardownDeletesEveryNetworkAndKeepsChainOrder() throws {
+        let dir = TempDir()
+        let exec = FakeExecutor()
+        let chain = #"{"cniVersion":"1.0.0","name":"c","plugins":[{"type":"bridge"},{"type":"tuning"},{"type":"portmap"}]}"#
+        let cfg = try makeConfig(dir, parallel: true, delegates: [net("a"), net("b"), chain, net("d")])
+        _ = try plexus(cfg, try invocation("ADD"), exec).add()
+        exec.failures["DEL/b"] = CNIError(.ioFailure, "stuck")
+        #expect(throws: CNIError.self) { try plexus(cfg, try invocation("DEL"), exec).del() }
+        let dels = exec.calls.filter { $0.command == "DEL" }
+        #expect(Set(dels.map(\.ifname)) == ["eth0", "net1", "net2", "net3"])
+        let chainOrder = dels.filter { $0.ifname == "net2" }.map(\.type)
+        #expect(chainOrder == ["portmap", "tuning", "bridge"])
+        #expect(dir.files("cache/results") == ["b-c1-net1"])
+        exec.failures = [:]
+        try plexus(cfg, try invocation("DEL"), exec).del()
+        #expect(exec.live.isEmpty)
+        #expect(dir.files("cache/attachments").isEmpty)
+    }
+
     @Test func corruptRecordFallsBackToResultCache() throws {
         let dir = TempDir()
         let exec = FakeExecutor()

@@ -19,6 +19,7 @@ final class FakeExecutor: PluginExecutor, @unchecked Sendable {
     }
 
     private(set) var calls: [Call] = []
+    private let lock = NSLockish()
     /// (command, network name) -> error to throw.
     var failures: [String: CNIError] = [:]
     /// Live attachments per network: "net/cid/ifname".
@@ -34,6 +35,8 @@ final class FakeExecutor: PluginExecutor, @unchecked Sendable {
         let stdin = (try? JSON.parse(r.stdin)) ?? .null
         let net = stdin["name"]?.stringValue ?? ""
         let type = String(r.pluginPath.dropFirst("/fake/".count))
+        lock.lock()
+        defer { lock.unlock() }
         calls.append(Call(command: r.command, type: type, ifname: r.ifname, containerID: r.containerID, netns: r.netns, stdin: stdin))
         if let e = failures["\(r.command)/\(net)"] { throw e }
         let key = "\(net)/\(r.containerID)/\(r.ifname)"
@@ -55,6 +58,14 @@ final class FakeExecutor: PluginExecutor, @unchecked Sendable {
     }
 }
 
+/// A pthread mutex (the fake is called from teardown threads).
+final class NSLockish: @unchecked Sendable {
+    private var m = pthread_mutex_t()
+    init() { pthread_mutex_init(&m, nil) }
+    func lock() { pthread_mutex_lock(&m) }
+    func unlock() { pthread_mutex_unlock(&m) }
+}
+
 /// A temporary directory removed at deinit.
 final class TempDir {
     let path: String
@@ -68,8 +79,10 @@ final class TempDir {
     func files(_ sub: String) -> [String] { (try? FileSystem.list(path + "/" + sub)) ?? [] }
 }
 
-func makeConfig(_ dir: TempDir, version: String = "1.0.0", extra: String = "", delegates: [String]) throws -> PlexusConfig {
-    let text = #"{"cniVersion":"\#(version)","name":"pxnet","type":"plexus","cniDir":"\#(dir.path)/cache","confDir":"\#(dir.path)/conf","binDir":"/fake"\#(extra),"delegates":[\#(delegates.joined(separator: ","))]}"#
+/// Serial teardown by default so call order is deterministic; the concurrent path has its own tests.
+func makeConfig(_ dir: TempDir, version: String = "1.0.0", extra: String = "", parallel: Bool = false,
+                delegates: [String]) throws -> PlexusConfig {
+    let text = #"{"cniVersion":"\#(version)","name":"pxnet","type":"plexus","cniDir":"\#(dir.path)/cache","confDir":"\#(dir.path)/conf","binDir":"/fake","parallelTeardown":\#(parallel)\#(extra),"delegates":[\#(delegates.joined(separator: ","))]}"#
     return try PlexusConfig(bytes: Array(text.utf8))
 }
 
