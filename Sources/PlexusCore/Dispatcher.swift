@@ -32,13 +32,22 @@ public struct PlexusServices {
 public enum Dispatcher {
     public static func run(environment: [String: String], stdin: [UInt8], services: PlexusServices) -> CNIOutcome {
         var configVersion: String?
-        do {
+        do throws(CNIError) {
             let invocation = try CNIInvocation(environment: environment)
             if invocation.command == .version { return version(stdin: stdin) }
-            let config = try PlexusConfig(bytes: stdin)
-            configVersion = config.cniVersion
+            let config: PlexusConfig
+            do throws(CNIError) {
+                config = try PlexusConfig(bytes: stdin)
+                configVersion = config.cniVersion
+                try gate(config: config, command: invocation.command)
+            } catch {
+                // Name the pod/container in configuration errors too (GC and STATUS have neither).
+                switch invocation.command {
+                case .add, .del, .check: throw error.prefixed(invocation.subject)
+                default: throw error
+                }
+            }
             configure(services.logger, config: config, invocation: invocation)
-            try gate(config: config, command: invocation.command)
             let started = Clock.monotonicNanoseconds()
             let plexus = Plexus(config: config, invocation: invocation, executor: services.makeExecutor(config),
                                 planner: invocation.command == .add ? try services.makePlanner(config, invocation, services.logger) : nil,

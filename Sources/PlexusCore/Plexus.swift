@@ -90,7 +90,7 @@ public final class Plexus {
                                                   ("ms", millis(since: started))])
             } catch {
                 let addError = error.prefixed("network \"\(n.displayName)\" (\(n.ifname))")
-                throw fail(rollback(record: &record, upTo: i, cause: addError))
+                throw fail(rollback(record: &record, upTo: i, cause: addError, failedIndex: i))
             }
         }
 
@@ -121,14 +121,17 @@ public final class Plexus {
         }
     }
 
-    /// Deletes networks `0...index` in reverse order (the failed one included: a delegate may have allocated
-    /// before failing) and returns the error to report. When a rollback DEL fails, the record is kept as
-    /// `rollback-failed` with the networks that still need a DEL, so the runtime's DEL retries exactly those.
-    func rollback(record: inout AttachmentRecord, upTo index: Int, cause: CNIError) -> CNIError {
+    /// Deletes networks `0...index` in reverse order and returns the error to report. The network whose ADD
+    /// failed gets a best-effort DEL (its delegate may have allocated before failing, but a delegate that cannot
+    /// even DEL what it failed to create — macvlan without its master — must not make the pod undeletable).
+    /// When the DEL of a network that *was* added fails, the record is kept as `rollback-failed` with the networks
+    /// that still need a DEL, so the runtime's DEL retries exactly those.
+    func rollback(record: inout AttachmentRecord, upTo index: Int, cause: CNIError, failedIndex: Int? = nil) -> CNIError {
         logger.error("ADD failed, rolling back", [("error", cause.description)])
         let subset = AttachmentRecord(key: record.key, netns: record.netns, cniArgs: record.cniArgs, pod: record.pod,
                                       state: .rollbackFailed, networks: Array(record.networks[0...index]))
-        let failures = teardown(subset)
+        let bestEffort = failedIndex.map { Set([record.networks[$0].ifname]) } ?? []
+        let failures = teardown(subset, bestEffort: bestEffort)
         if failures.isEmpty { return cause }
         return CNIError(cause.code, "\(cause.msg); rollback incomplete, a DEL will retry: \(failures.map(\.description).joined(separator: "; "))",
                         details: cause.details)
@@ -142,26 +145,30 @@ public final class Plexus {
         let started = Clock.monotonicNanoseconds()
 
         var record: AttachmentRecord
+        var bestEffort: Set<String> = []
         switch store.read(key) {
         case .record(let r):
             record = r
         case .corrupt(let why):
             logger.error("attachment record unreadable, deleting from the result cache and configuration", [("reason", why)])
-            record = try reconstructRecord()
+            (record, bestEffort) = try reconstructRecord()
         case .absent:
-            record = try reconstructRecord()
+            (record, bestEffort) = try reconstructRecord()
         }
         // The runtime's netns wins (it may be empty on containerd's second DEL); the cached one is only used by GC.
         record.netns = invocation.netns
-        let failures = teardown(record)
+        let failures = teardown(record, bestEffort: bestEffort)
         logger.info("DEL done", [("networks", String(record.networks.count)), ("ms", millis(since: started))])
         if !failures.isEmpty { throw fail(combined(failures, verb: "DEL")) }
     }
 
-    /// Without a readable record: the delegate attachments the result cache attributes to this attachment, and,
-    /// if there are none, the networks of the current configuration (what a runtime would DEL), so a wiped or
-    /// corrupt cache never turns into leaked IPs.
-    func reconstructRecord() throws(CNIError) -> AttachmentRecord {
+    /// Without a readable record: the delegate attachments the result cache attributes to this attachment plus
+    /// the networks of the current configuration (what a runtime would DEL), so a wiped or corrupt cache never turns
+    /// into leaked IPs. Networks known only from the configuration are torn down best-effort (their DEL failures
+    /// are logged, not returned): nothing shows they were ever added, and after a complete DEL or rollback —
+    /// containerd's second DEL, the DEL that follows a failed ADD — a delegate that cannot DEL must not fail the
+    /// runtime's DEL forever.
+    func reconstructRecord() throws(CNIError) -> (AttachmentRecord, bestEffort: Set<String>) {
         let (entries, corrupt) = cache.list(containerID: invocation.containerID)
         for c in corrupt { logger.error("ignoring unreadable result cache file", [("reason", c)]) }
         let owned = entries.filter { $0.entry.owner == .init(network: config.name, ifname: invocation.ifname) }
@@ -170,24 +177,33 @@ public final class Plexus {
             guard let list = try? NetworkConfigList(bytes: e.config, source: "cached config") else { continue }
             networks.append(PlannedNetwork(list: list, ifname: e.ifname, capabilityArgs: e.capabilityArgs))
         }
-        if networks.isEmpty {
-            do { networks = try localPlanner.plan(config: config, invocation: invocation) } catch { throw fail(error) }
-        } else {
-            // Cluster network (the runtime's ifname) first, then net1, net2…, so teardown runs in reverse ADD order.
-            networks.sort { a, b in
-                if a.ifname == invocation.ifname { return b.ifname != invocation.ifname }
-                if b.ifname == invocation.ifname { return false }
-                return a.ifname.count != b.ifname.count ? a.ifname.count < b.ifname.count : a.ifname < b.ifname
+        // Add the networks of the current configuration that the cache does not account for (a result file may be
+        // corrupt too), so nothing Plexus' own configuration attaches can be skipped.
+        var bestEffort: Set<String> = []
+        do {
+            for n in try localPlanner.plan(config: config, invocation: invocation)
+            where !networks.contains(where: { $0.ifname == n.ifname && $0.list.name == n.list.name }) {
+                networks.append(n)
+                bestEffort.insert(n.ifname)
             }
+        } catch {
+            if networks.isEmpty { throw fail(error) }
+            logger.error("cannot load the configured networks for DEL", [("error", error.description)])
         }
-        return AttachmentRecord(key: key, netns: invocation.netns, cniArgs: invocation.cniArgs,
-                                pod: invocation.pod?.description, state: .deleteFailed, networks: networks)
+        // Cluster network (the runtime's ifname) first, then net1, net2…, so teardown runs in reverse ADD order.
+        networks.sort { a, b in
+            if a.ifname == invocation.ifname { return b.ifname != invocation.ifname }
+            if b.ifname == invocation.ifname { return false }
+            return a.ifname.count != b.ifname.count ? a.ifname.count < b.ifname.count : a.ifname < b.ifname
+        }
+        return (AttachmentRecord(key: key, netns: invocation.netns, cniArgs: invocation.cniArgs,
+                                 pod: invocation.pod?.description, state: .deleteFailed, networks: networks), bestEffort)
     }
 
     /// DELs every network of `record` in reverse order with its cached result, continuing past failures. Cache
     /// entries go only after their DEL succeeded; the record goes when everything succeeded, otherwise it is
     /// rewritten with the networks still to delete. Returns the failures.
-    func teardown(_ record: AttachmentRecord) -> [CNIError] {
+    func teardown(_ record: AttachmentRecord, bestEffort: Set<String> = []) -> [CNIError] {
         let order = Array(record.networks.reversed())
         var prevs: [JSON?] = []
         for n in order {
@@ -213,7 +229,11 @@ public final class Plexus {
         var failures: [CNIError] = []
         var remaining: [PlannedNetwork] = []
         for (n, outcome) in zip(order, outcomes) {
-            if let error = outcome {
+            if let error = outcome, bestEffort.contains(n.ifname) {
+                logger.warning("best-effort DEL of the network whose ADD failed also failed",
+                               [("network", n.displayName), ("error", error.description)])
+                try? cache.remove(network: n.list.name, containerID: record.key.containerID, ifname: n.ifname)
+            } else if let error = outcome {
                 failures.append(error.prefixed("network \"\(n.displayName)\" (\(n.ifname))"))
                 remaining.insert(n, at: 0)
             } else {

@@ -79,6 +79,34 @@ import Testing
         #expect(dir.files("cache/attachments").isEmpty && dir.files("cache/results").isEmpty)
     }
 
+    @Test func failedNetworkThatAlsoFailsDelDoesNotBlockTheRollback() throws {
+        let dir = TempDir()
+        let exec = FakeExecutor()
+        exec.failures["ADD/c"] = CNIError(.internalError, "master missing")
+        exec.failures["DEL/c"] = CNIError(.internalError, "master missing")
+        let cfg = try makeConfig(dir, delegates: [net("a"), net("b"), net("c")])
+        do {
+            _ = try plexus(cfg, try invocation("ADD"), exec).add()
+            Issue.record("ADD succeeded")
+        } catch let error as CNIError {
+            #expect(!error.msg.contains("rollback incomplete"))
+        }
+        #expect(dir.files("cache/attachments").isEmpty && dir.files("cache/results").isEmpty)
+        try plexus(cfg, try invocation("DEL"), exec).del()
+    }
+
+    @Test func corruptRecordAndCorruptResultStillDeleteEveryConfiguredNetwork() throws {
+        let dir = TempDir()
+        let exec = FakeExecutor()
+        let cfg = try makeConfig(dir, delegates: [net("a"), net("b"), net("c")])
+        _ = try plexus(cfg, try invocation("ADD"), exec).add()
+        try FileSystem.writeAtomically(dir.path + "/cache/attachments/pxnet-c1-eth0", Array("{trunc".utf8))
+        try FileSystem.writeAtomically(dir.path + "/cache/results/c-c1-net2", Array("garbage".utf8))
+        try plexus(cfg, try invocation("DEL"), exec).del()
+        #expect(exec.live.isEmpty)
+        #expect(dir.files("cache/attachments").isEmpty && dir.files("cache/results").isEmpty)
+    }
+
     @Test func delRunsReverseWithCachedPrevResultAndContinuesPastFailures() throws {
         let dir = TempDir()
         let exec = FakeExecutor()
