@@ -173,11 +173,14 @@ public enum Base64 {
         return String(decoding: out, as: UTF8.self)
     }
 
-    /// Decodes padded or unpadded base64; returns nil on any invalid character.
+    /// Decodes padded or unpadded base64; whitespace is ignored. Returns nil on any invalid character, data after
+    /// padding, or a dangling sextet.
     public static func decode(_ text: String) -> [UInt8]? {
         var out: [UInt8] = []
+        out.reserveCapacity(text.utf8.count * 3 / 4)
         var acc: UInt32 = 0
         var bits = 0
+        var padding = 0
         for c in text.utf8 {
             let v: UInt32
             switch c {
@@ -186,9 +189,11 @@ public enum Base64 {
             case UInt8(ascii: "0")...UInt8(ascii: "9"): v = UInt32(c - UInt8(ascii: "0") + 52)
             case UInt8(ascii: "+"): v = 62
             case UInt8(ascii: "/"): v = 63
-            case UInt8(ascii: "="): continue
+            case UInt8(ascii: "="): padding += 1; continue
+            case 0x20, 0x09, 0x0A, 0x0D: continue
             default: return nil
             }
+            if padding > 0 { return nil }
             acc = acc << 6 | v
             bits += 6
             if bits >= 8 {
@@ -196,6 +201,7 @@ public enum Base64 {
                 out.append(UInt8((acc >> UInt32(bits)) & 0xFF))
             }
         }
+        if bits >= 6 || padding > 2 { return nil }
         return out
     }
 }

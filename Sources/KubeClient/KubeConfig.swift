@@ -226,7 +226,7 @@ public struct KubeConfig: Sendable, Equatable, CustomStringConvertible {
         }
         func pem(_ obj: JSONObject, file: String, data: String, _ what: String) throws(KubeError) -> PEMSource? {
             if let d = try string(obj, data, what) {
-                guard let decoded = KubeBase64.decode(d) else { throw fail("\(what) \"\(data)\" is not valid base64") }
+                guard let decoded = Base64.decode(d) else { throw fail("\(what) \"\(data)\" is not valid base64") }
                 return .data(decoded)
             }
             if let f = try string(obj, file, what) { return .file(resolvePath(f)) }
@@ -275,56 +275,3 @@ public struct KubeConfig: Sendable, Equatable, CustomStringConvertible {
     }
 }
 
-/// Standard base64 (RFC 4648 §4) decoding; whitespace is ignored, padding optional.
-enum KubeBase64 {
-    static func decode(_ text: String) -> [UInt8]? {
-        var out: [UInt8] = []
-        out.reserveCapacity(text.utf8.count * 3 / 4)
-        var acc: UInt32 = 0
-        var bits = 0
-        var padding = 0
-        for c in text.utf8 {
-            let v: UInt32
-            switch c {
-            case UInt8(ascii: "A")...UInt8(ascii: "Z"): v = UInt32(c - UInt8(ascii: "A"))
-            case UInt8(ascii: "a")...UInt8(ascii: "z"): v = UInt32(c - UInt8(ascii: "a") + 26)
-            case UInt8(ascii: "0")...UInt8(ascii: "9"): v = UInt32(c - UInt8(ascii: "0") + 52)
-            case UInt8(ascii: "+"): v = 62
-            case UInt8(ascii: "/"): v = 63
-            case UInt8(ascii: "="): padding += 1; continue
-            case 0x20, 0x09, 0x0A, 0x0D: continue
-            default: return nil
-            }
-            if padding > 0 { return nil }  // data after padding
-            acc = acc << 6 | v
-            bits += 6
-            if bits >= 8 {
-                bits -= 8
-                out.append(UInt8((acc >> UInt32(bits)) & 0xFF))
-            }
-        }
-        // Leftover bits must be zero padding and fewer than a byte; a lone sextet is invalid.
-        if bits >= 6 || padding > 2 { return nil }
-        return out
-    }
-
-    static func encode(_ bytes: [UInt8]) -> String {
-        let table = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/".utf8)
-        var out: [UInt8] = []
-        var i = 0
-        while i + 2 < bytes.count {
-            let n = UInt32(bytes[i]) << 16 | UInt32(bytes[i + 1]) << 8 | UInt32(bytes[i + 2])
-            out += [table[Int(n >> 18 & 63)], table[Int(n >> 12 & 63)], table[Int(n >> 6 & 63)], table[Int(n & 63)]]
-            i += 3
-        }
-        let rest = bytes.count - i
-        if rest == 1 {
-            let n = UInt32(bytes[i]) << 16
-            out += [table[Int(n >> 18 & 63)], table[Int(n >> 12 & 63)], UInt8(ascii: "="), UInt8(ascii: "=")]
-        } else if rest == 2 {
-            let n = UInt32(bytes[i]) << 16 | UInt32(bytes[i + 1]) << 8
-            out += [table[Int(n >> 18 & 63)], table[Int(n >> 12 & 63)], table[Int(n >> 6 & 63)], UInt8(ascii: "=")]
-        }
-        return String(decoding: out, as: UTF8.self)
-    }
-}

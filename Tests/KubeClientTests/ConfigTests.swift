@@ -173,17 +173,17 @@ private let kubeconfigJSON = #"""
     }
 }
 
-@Suite struct KubeBase64Tests {
+@Suite struct Base64Tests {
     @Test func roundTrip() {
         for n in 0..<40 {
             let bytes = (0..<n).map { UInt8(truncatingIfNeeded: $0 &* 37 &+ 11) }
-            let text = KubeBase64.encode(bytes)
-            #expect(KubeBase64.decode(text) == bytes)
+            let text = Base64.encode(bytes)
+            #expect(Base64.decode(text) == bytes)
         }
-        #expect(KubeBase64.decode("aGVs\nbG8=") == Array("hello".utf8))
-        #expect(KubeBase64.decode("aGVsbG8") == Array("hello".utf8))
-        #expect(KubeBase64.decode("a") == nil)
-        #expect(KubeBase64.decode("aGVsbG8=x") == nil)
-        #expect(KubeBase64.decode("a*b=") == nil)
+        #expect(Base64.decode("aGVs\nbG8=") == Array("hello".utf8))
+        #expect(Base64.decode("aGVsbG8") == Array("hello".utf8))
+        #expect(Base64.decode("a") == nil)
+        #expect(Base64.decode("aGVsbG8=x") == nil)
+        #expect(Base64.decode("a*b=") == nil)
     }
 }
