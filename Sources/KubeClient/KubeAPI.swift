@@ -117,8 +117,8 @@ public final class KubeHTTPClient: KubeAPI {
     /// `{"metadata":{"annotations":{k: v|null, ...}}}`, keys sorted for a deterministic body.
     public static func annotationMergePatch(_ annotations: [String: String?]) -> JSON {
         var ann = JSONObject()
-        for key in annotations.keys.sorted() {
-            if let value = annotations[key]! { ann[key] = .string(value) } else { ann[key] = .null }
+        for (key, value) in annotations.sorted(by: { $0.key < $1.key }) {
+            ann[key] = value.map { .string($0) } ?? .null
         }
         return .object(JSONObject([("metadata", .object(JSONObject([("annotations", .object(ann))])))]))
     }
