@@ -20,7 +20,8 @@ public final class KubernetesServices {
         let kubeConfig: KubeConfig
         do {
             if let path = config.kubeconfig {
-                kubeConfig = try KubeConfig.load(kubeconfigPath: path, converterSearchPaths: [config.binDir])
+                kubeConfig = try KubeConfig.load(kubeconfigPath: path, converterSearchPaths: [config.binDir],
+                                                 conversionCacheDir: config.cniDir)
             } else if environment["KUBERNETES_SERVICE_HOST"] != nil {
                 kubeConfig = try KubeConfig.inCluster(environment: environment)
             } else {

@@ -133,3 +133,63 @@ import Testing
         #expect(!text.contains("libcurl"))
     }
 }
+
+/// The converted-kubeconfig cache that keeps the converter off the ADD path while the YAML is unchanged.
+@Suite struct ConversionCacheTests {
+    func yaml(_ server: String) -> String {
+        """
+        apiVersion: v1
+        kind: Config
+        current-context: c
+        clusters:
+        - name: k
+          cluster:
+            server: \(server)
+            insecure-skip-tls-verify: true
+        users:
+        - name: u
+          user:
+            token: abc
+        contexts:
+        - name: c
+          context: {cluster: k, user: u}
+        """
+    }
+
+    @Test func reusesTheConversionUntilTheFileChanges() throws {
+        let dir = makeTempDir("convcache")
+        defer { removeTree(dir) }
+        let kc = dir + "/kc.yaml"
+        writeFile(kc, yaml("https://first:6443"))
+        let first = try KubeConfig.load(kubeconfigPath: kc, converterSearchPaths: ConverterTests.searchPaths,
+                                        conversionCacheDir: dir + "/cache")
+        #expect(first.server == "https://first:6443")
+        let files = try FileSystem.list(dir + "/cache")
+        #expect(files.count == 1)
+        let cacheFile = dir + "/cache/" + (files.first ?? "")
+        // Prove the second load reads the cache: doctor the cached document.
+        let cached = try FileSystem.readString(cacheFile).replacingFirst("https://first:6443", with: "https://from-cache:6443")
+        try FileSystem.writeAtomically(cacheFile, Array(cached.utf8))
+        let second = try KubeConfig.load(kubeconfigPath: kc, converterSearchPaths: ConverterTests.searchPaths,
+                                         conversionCacheDir: dir + "/cache")
+        #expect(second.server == "https://from-cache:6443")
+        // A changed kubeconfig is converted again, and the cache stays one file.
+        writeFile(kc, yaml("https://second:6443"))
+        let third = try KubeConfig.load(kubeconfigPath: kc, converterSearchPaths: ConverterTests.searchPaths,
+                                        conversionCacheDir: dir + "/cache")
+        #expect(third.server == "https://second:6443")
+        #expect(try FileSystem.list(dir + "/cache").count == 1)
+        // A corrupt cache file is ignored.
+        try FileSystem.writeAtomically(cacheFile, Array("{broken".utf8))
+        let fourth = try KubeConfig.load(kubeconfigPath: kc, converterSearchPaths: ConverterTests.searchPaths,
+                                         conversionCacheDir: dir + "/cache")
+        #expect(fourth.server == "https://second:6443")
+    }
+}
+
+extension String {
+    func replacingFirst(_ target: String, with replacement: String) -> String {
+        guard let r = range(of: target) else { return self }
+        return replacingCharacters(in: r, with: replacement)
+    }
+}
