@@ -123,7 +123,8 @@ public final class Plexus {
 
     /// Deletes networks `0...index` in reverse order and returns the error to report. The network whose ADD
     /// failed gets a best-effort DEL (its delegate may have allocated before failing, but a delegate that cannot
-    /// even DEL what it failed to create — macvlan without its master — must not make the pod undeletable).
+    /// even DEL what it failed to create — macvlan without its master — must not make the pod undeletable); a
+    /// transient failure (code 11) of that DEL is still recorded and retried.
     /// When the DEL of a network that *was* added fails, the record is kept as `rollback-failed` with the networks
     /// that still need a DEL, so the runtime's DEL retries exactly those.
     func rollback(record: inout AttachmentRecord, upTo index: Int, cause: CNIError, failedIndex: Int? = nil) -> CNIError {
@@ -229,7 +230,9 @@ public final class Plexus {
         var failures: [CNIError] = []
         var remaining: [PlannedNetwork] = []
         for (n, outcome) in zip(order, outcomes) {
-            if let error = outcome, bestEffort.contains(n.ifname) {
+            // A transient failure ("try again later", 11) is never dropped, best effort or not: the resources may
+            // well exist and a retried DEL will free them.
+            if let error = outcome, bestEffort.contains(n.ifname), error.code != .tryAgainLater {
                 logger.warning("best-effort DEL of the network whose ADD failed also failed",
                                [("network", n.displayName), ("error", error.description)])
                 try? cache.remove(network: n.list.name, containerID: record.key.containerID, ifname: n.ifname)

@@ -95,6 +95,22 @@ import Testing
         try plexus(cfg, try invocation("DEL"), exec).del()
     }
 
+    @Test func transientDelFailureOfTheFailedNetworkIsRecordedAndRetried() throws {
+        let dir = TempDir()
+        let exec = FakeExecutor()
+        exec.failures["ADD/c"] = CNIError(.internalError, "boom")
+        exec.failures["DEL/c"] = CNIError(.tryAgainLater, "busy")
+        let cfg = try makeConfig(dir, delegates: [net("a"), net("b"), net("c")])
+        #expect(throws: CNIError.self) { try plexus(cfg, try invocation("ADD"), exec).add() }
+        #expect(dir.files("cache/attachments") == ["pxnet-c1-eth0"])
+        #expect(throws: CNIError.self) { try plexus(cfg, try invocation("DEL"), exec).del() }
+        exec.failures = [:]
+        try plexus(cfg, try invocation("DEL"), exec).del()
+        #expect(dir.files("cache/attachments").isEmpty)
+        let lastDel = exec.calls.last { $0.command == "DEL" }
+        #expect(lastDel?.ifname == "net2")
+    }
+
     @Test func corruptRecordAndCorruptResultStillDeleteEveryConfiguredNetwork() throws {
         let dir = TempDir()
         let exec = FakeExecutor()
