@@ -22,7 +22,7 @@ public final class Plexus {
     let store: AttachmentStore
     let cache: ResultCache
     let locks: LockSet
-    /// How long ADD waits for the readiness indicator file, and how it sleeps (injected for tests).
+    /// How ADD sleeps (milliseconds) while it waits for the readiness indicator file; injected for tests.
     let sleep: (Int) -> Void
 
     public init(config: PlexusConfig, invocation: CNIInvocation, executor: any PluginExecutor,
@@ -72,8 +72,9 @@ public final class Plexus {
             networks = try planner.plan(config: config, invocation: invocation)
             try networks.validateUniqueInterfaces()
         } catch { throw fail(error) }
+        if networks.isEmpty { throw fail(CNIError(.invalidNetworkConfig, "no networks to attach")) }
 
-        var record = AttachmentRecord(key: key, netns: invocation.netns, cniArgs: invocation.cniArgs,
+        let record = AttachmentRecord(key: key, netns: invocation.netns, cniArgs: invocation.cniArgs,
                                       pod: invocation.pod?.description, state: .planned, networks: networks)
         do { try store.write(record) } catch {
             throw fail(CNIError(.ioFailure, "cannot record attachment plan", details: error.description))
@@ -90,23 +91,21 @@ public final class Plexus {
                                                   ("ms", millis(since: started))])
             } catch {
                 let addError = error.prefixed("network \"\(n.displayName)\" (\(n.ifname))")
-                throw fail(rollback(record: &record, upTo: i, cause: addError, failedIndex: i))
+                throw fail(rollback(record, upTo: i, cause: addError, failedIndex: i))
             }
         }
 
         if let reporter {
             do { try reporter.report(invocation: invocation, attached: attached) } catch {
-                throw fail(rollback(record: &record, upTo: networks.count - 1, cause: error))
+                throw fail(rollback(record, upTo: networks.count - 1, cause: error))
             }
         }
 
-        guard let first = attached.first else {
-            throw fail(CNIError(.invalidNetworkConfig, "no networks to attach"))
-        }
+        let cluster = attached[0]
         do {
-            return try CNIResult.convert(first.result, to: config.cniVersion, defaultVersion: first.network.list.cniVersion)
+            return try CNIResult.convert(cluster.result, to: config.cniVersion, defaultVersion: cluster.network.list.cniVersion)
         } catch {
-            throw fail(rollback(record: &record, upTo: networks.count - 1,
+            throw fail(rollback(record, upTo: networks.count - 1,
                                 cause: error.prefixed("cannot convert the cluster network's result to \(config.cniVersion)")))
         }
     }
@@ -127,7 +126,7 @@ public final class Plexus {
     /// transient failure (code 11) of that DEL is still recorded and retried.
     /// When the DEL of a network that *was* added fails, the record is kept as `rollback-failed` with the networks
     /// that still need a DEL, so the runtime's DEL retries exactly those.
-    func rollback(record: inout AttachmentRecord, upTo index: Int, cause: CNIError, failedIndex: Int? = nil) -> CNIError {
+    func rollback(_ record: AttachmentRecord, upTo index: Int, cause: CNIError, failedIndex: Int? = nil) -> CNIError {
         logger.error("ADD failed, rolling back", [("error", cause.description)])
         let subset = AttachmentRecord(key: record.key, netns: record.netns, cniArgs: record.cniArgs, pod: record.pod,
                                       state: .rollbackFailed, networks: Array(record.networks[0...index]))
