@@ -1,0 +1,118 @@
+"""Figures (printed and written to testenv/.work/k8s-figures.json, never asserted): median wall time of a Plexus ADD
+of a pod with 2 NADs against the test API server, versus a runtime running the same delegate configurations
+itself (each network's plugins posix-spawned in order), interleaved; and API requests per ADD."""
+
+import json
+import os
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+if REPO not in sys.path:
+    sys.path.insert(0, REPO)
+
+from testenv.lib.plexus import build_bin_dir  # noqa: E402
+from testenv.lib.k8s_scenarios import (FIGURES_PATH, NETWORKS_ANN, k8s_bins, kenv, kube,  # noqa: E402,F401
+                                       median, run_network_direct, write_figures)
+
+NS = "pxk-perf"
+ROUNDS = 15
+
+
+def test_add_time_plexus_vs_direct_delegates(kenv):
+    kube = kenv.kube
+    kenv.install_crd()
+    mv_cfg, _ = kenv.macvlan_nad("pxk-mv")
+    st_cfg, _ = kenv.static_bridge_nad("pxk-st")
+    kenv.apply_nad_kubectl(NS, "pxk-mv", mv_cfg)
+    kenv.apply_nad_kubectl(NS, "pxk-st", st_cfg)
+    static_ip = "10.231.%s.9/24" % kenv.subnet().split(".")[2]
+    pod = kenv.pod(NS, "perf", {NETWORKS_ANN: json.dumps(
+        [{"name": "pxk-mv"}, {"name": "pxk-st", "interface": "net2", "ips": [static_ip]}])})
+    cluster = kenv.cluster()["list"]
+    cfg = kenv.config()
+    direct_ns = kenv.netns()
+    direct_path = "/var/run/netns/" + direct_ns
+    # what the runtime would run itself: the same three networks, same ifnames, same per-network runtimeConfig
+    direct_networks = [(cluster, "eth0", {}), (mv_cfg, "net1", {}), (st_cfg, "net2", {"ips": [static_ip]})]
+    # decomposition: Plexus with the same three networks as inline delegates and no API (static address inline)
+    local_ns = kenv.netns()
+    st_inline = dict(st_cfg, ipam={"type": "static", "addresses": [{"address": static_ip}]})
+    st_inline.pop("capabilities")
+    local_cfg = kenv.config(delegates=[cluster, mv_cfg, st_inline])
+    local_cfg.pop("kubeconfig")
+
+    def plexus_round(i):
+        pod.cid = kenv.cid("pp%d" % i)
+        pod.cni_args = pod.cni_args.split(";K8S_POD_INFRA_CONTAINER_ID=")[0] + \
+            ";K8S_POD_INFRA_CONTAINER_ID=%s;K8S_POD_UID=%s" % (pod.cid, pod.uid)
+        since = kube.requests()[-1]["seq"] if kube.requests() else 0
+        t0 = time.perf_counter()
+        out = pod.add(cfg)
+        dt = time.perf_counter() - t0
+        assert out.ok, out
+        n = len(kube.requests(since=since))
+        assert pod.links() == ["eth0", "net1", "net2"]
+        d = pod.delete(cfg)
+        assert d.ok, d
+        return dt, n
+
+    def direct_round(i):
+        cid = kenv.cid("pd%d" % i)
+        t0 = time.perf_counter()
+        for netconf, ifname, rc in direct_networks:
+            o = run_network_direct("ADD", netconf, cid, direct_path, ifname, runtime_config=rc)
+            assert o.ok, o
+        dt = time.perf_counter() - t0
+        for netconf, ifname, rc in reversed(direct_networks):
+            o = run_network_direct("DEL", netconf, cid, direct_path, ifname, runtime_config=rc)
+            assert o.ok, o
+        return dt
+
+    def local_round(i):
+        cid = kenv.cid("pl%d" % i)
+        t0 = time.perf_counter()
+        out = kenv.px.run("ADD", local_cfg, cid, "/var/run/netns/" + local_ns)
+        dt = time.perf_counter() - t0
+        assert out.ok, out
+        d = kenv.px.run("DEL", local_cfg, cid, "/var/run/netns/" + local_ns)
+        assert d.ok, d
+        return dt
+
+    # warm-up (page cache, first dlopen of libcurl), not counted
+    plexus_round(-1)
+    direct_round(-1)
+    local_round(-1)
+    px_times, direct_times, local_times, req_counts = [], [], [], []
+    for i in range(ROUNDS):
+        order = ["px", "direct", "local"]
+        order = order[i % 3:] + order[:i % 3]          # rotate who goes first
+        for who in order:
+            if who == "px":
+                dt, n = plexus_round(i)
+                px_times.append(dt)
+                req_counts.append(n)
+            elif who == "direct":
+                direct_times.append(direct_round(i))
+            else:
+                local_times.append(local_round(i))
+
+    assert kenv.leftovers(pods=[pod]) == []
+    px_med, direct_med, local_med = median(px_times), median(direct_times), median(local_times)
+    figures = {
+        "rounds": ROUNDS,
+        "nads": 2,
+        "plexus_add_median_ms": round(px_med * 1000, 2),
+        "direct_delegates_add_median_ms": round(direct_med * 1000, 2),
+        "ratio_plexus_over_direct": round(px_med / direct_med, 3),
+        "overhead_median_ms": round((px_med - direct_med) * 1000, 2),
+        "plexus_no_api_add_median_ms": round(local_med * 1000, 2),
+        "ratio_plexus_no_api_over_direct": round(local_med / direct_med, 3),
+        "bin_dir": build_bin_dir(),
+        "plexus_add_ms_all": [round(t * 1000, 2) for t in px_times],
+        "direct_add_ms_all": [round(t * 1000, 2) for t in direct_times],
+        "api_requests_per_add": sorted(set(req_counts)),
+        "api_requests_per_add_median": median(req_counts),
+    }
+    write_figures("add_2_nads_vs_direct", figures)
+    assert os.path.exists(FIGURES_PATH)
