@@ -13,6 +13,12 @@ public protocol KubeAPI {
     /// JSON merge patch `{"metadata":{"annotations":{...}}}` on the pod's `status` subresource (a nil value deletes
     /// the annotation). Returns the updated pod. Needs `patch` on `pods/status` in RBAC.
     func patchPodAnnotations(namespace: String, name: String, annotations: [String: String?]) throws(KubeError) -> JSON
+    /// `PUT /api/v1/namespaces/{ns}/pods/{name}/status` with the whole pod (its `metadata.resourceVersion` makes
+    /// a concurrent change a 409 conflict). The fallback for roles that grant `update` but not `patch` on
+    /// `pods/status` (Multus' ClusterRole).
+    func replacePodStatus(namespace: String, name: String, pod: JSON) throws(KubeError) -> JSON
+    /// Moves the overall deadline (absolute monotonic nanoseconds): each phase of an ADD gets its own budget.
+    func setDeadline(_ deadline: Int64)
     /// `POST /api/v1/namespaces/{ns}/events` about a pod (e.g. `AddedInterface`). Best effort: one attempt.
     func createEvent(namespace: String, involvedPod: PodReference, reason: String, message: String,
                      type: EventType) throws(KubeError) -> JSON
@@ -101,6 +107,15 @@ public final class KubeHTTPClient: KubeAPI {
         return try request(op, method: "PATCH", path: path, body: body.serializedBytes(),
                            contentType: "application/merge-patch+json", expectKind: "Pod")
     }
+
+    public func replacePodStatus(namespace: String, name: String, pod: JSON) throws(KubeError) -> JSON {
+        let op = "update pod status \(namespace)/\(name)"
+        let path = try KubePaths.pod(namespace: namespace, name: name, operation: op) + "/status"
+        return try request(op, method: "PUT", path: path, body: pod.serializedBytes(),
+                           contentType: "application/json", expectKind: "Pod")
+    }
+
+    public func setDeadline(_ deadline: Int64) { self.deadline = deadline }
 
     public func createEvent(
         namespace: String, involvedPod: PodReference, reason: String, message: String, type: EventType

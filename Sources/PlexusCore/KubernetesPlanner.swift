@@ -28,6 +28,8 @@ public struct KubernetesPlanner: NetworkPlanner {
         guard let pod = invocation.pod else {
             return try LocalPlanner(loader: loader).plan(config: config, invocation: invocation)
         }
+        // The planning phase's API budget starts now (after any readiness wait).
+        api.setDeadline(Clock.monotonicNanoseconds() + Int64(config.apiDeadlineSeconds * 1e9))
         let podJSON: JSON
         do { podJSON = try api.getPod(namespace: pod.namespace, name: pod.name) } catch {
             throw CNIError(kubeCode(error), "cannot get pod \(pod)", details: error.description)
@@ -155,16 +157,20 @@ func kubeCode(_ e: KubeError) -> CNIError.Code {
 }
 
 /// Writes the pod's `k8s.v1.cni.cncf.io/network-status` once, after every network is attached, through the
-/// `pods/status` subresource. "Pod not found" is tolerated (the pod is being deleted); any other failure fails
-/// (and so rolls back) the ADD.
+/// `pods/status` subresource: a JSON merge patch, or — when the role grants `update` but not `patch` on
+/// `pods/status`, as Multus' ClusterRole does — a read-modify-write PUT with conflict retries. "Pod not found" is
+/// tolerated (the pod is being deleted); any other failure fails (and so rolls back) the ADD. The write gets its own
+/// API deadline, so slow delegates never eat the budget of the status write.
 public struct NetworkStatusReporter: AttachmentReporter {
     public let api: any KubeAPI
     public let logger: Logger
+    public let deadlineSeconds: Double
     public static let annotation = "k8s.v1.cni.cncf.io/network-status"
 
-    public init(api: any KubeAPI, logger: Logger) {
+    public init(api: any KubeAPI, logger: Logger, deadlineSeconds: Double) {
         self.api = api
         self.logger = logger
+        self.deadlineSeconds = deadlineSeconds
     }
 
     public func report(invocation: CNIInvocation, attached: [(network: PlannedNetwork, result: JSON)]) throws(CNIError) {
@@ -172,18 +178,63 @@ public struct NetworkStatusReporter: AttachmentReporter {
         var inputs: [AttachmentStatusInput] = []
         for (n, result) in attached {
             let canonical = try? CNIResult.convert(result, to: "1.1.0", defaultVersion: n.list.cniVersion)
+            // Gateways come from the delegates' results: Plexus does not move default routes yet, so reporting a
+            // requested `default-route` here would contradict the pod's real routes.
             inputs.append(AttachmentStatusInput(networkName: n.displayName, requestedIfname: n.ifname, isDefault: n.isDefault,
-                                                result: canonical?.objectValue, defaultRouteGateways: n.defaultRoute))
+                                                result: canonical?.objectValue, defaultRouteGateways: nil))
+            if n.defaultRoute != nil {
+                logger.warning("default-route requested but route control is not implemented; routes left as the delegates set them",
+                               [("network", n.displayName)])
+            }
         }
         let value = NetworkStatus.annotationValue(for: inputs)
+        api.setDeadline(Clock.monotonicNanoseconds() + Int64(deadlineSeconds * 1e9))
         do {
             _ = try api.patchPodAnnotations(namespace: pod.namespace, name: pod.name, annotations: [Self.annotation: value])
         } catch {
-            if error.kind == .notFound {
+            switch error.kind {
+            case .notFound:
                 logger.warning("pod gone before network-status could be written", [("pod", pod.description)])
-                return
+            case .forbidden:
+                logger.info("patch of pods/status forbidden, writing network-status with update", [("pod", pod.description)])
+                try replace(pod: pod, value: value)
+            default:
+                throw CNIError(kubeCode(error), "cannot write network-status of pod \(pod)", details: error.description)
             }
-            throw CNIError(kubeCode(error), "cannot write network-status of pod \(pod)", details: error.description)
         }
+    }
+
+    /// GET, set the annotation, PUT `pods/status`; a 409 (the pod changed in between) starts over, three times.
+    func replace(pod: PodIdentity, value: String) throws(CNIError) {
+        var lastError: KubeError?
+        for _ in 0..<3 {
+            do {
+                let current = try api.getPod(namespace: pod.namespace, name: pod.name)
+                guard var object = current.objectValue, var metadata = object["metadata"]?.objectValue else {
+                    throw CNIError(.internalError, "pod \(pod) as returned by the API has no metadata")
+                }
+                var annotations = metadata["annotations"]?.objectValue ?? JSONObject()
+                annotations[Self.annotation] = .string(value)
+                metadata["annotations"] = .object(annotations)
+                object["metadata"] = .object(metadata)
+                _ = try api.replacePodStatus(namespace: pod.namespace, name: pod.name, pod: .object(object))
+                return
+            } catch let error as KubeError {
+                if error.kind == .notFound {
+                    logger.warning("pod gone before network-status could be written", [("pod", pod.description)])
+                    return
+                }
+                if error.kind != .conflict {
+                    throw CNIError(kubeCode(error), "cannot write network-status of pod \(pod)", details: error.description)
+                }
+                lastError = error
+            } catch let error as CNIError {
+                throw error
+            } catch {
+                throw CNIError(.internalError, "cannot write network-status of pod \(pod)", details: "\(error)")
+            }
+        }
+        throw CNIError(.tryAgainLater, "cannot write network-status of pod \(pod): it kept changing",
+                       details: lastError?.description ?? "")
     }
 }

@@ -46,6 +46,6 @@ public final class KubernetesServices {
 
     public func reporter(config: PlexusConfig, invocation: CNIInvocation, logger: Logger) -> (any AttachmentReporter)? {
         guard let api = try? client(config: config, invocation: invocation, logger: logger) else { return nil }
-        return NetworkStatusReporter(api: api, logger: logger)
+        return NetworkStatusReporter(api: api, logger: logger, deadlineSeconds: config.apiDeadlineSeconds)
     }
 }

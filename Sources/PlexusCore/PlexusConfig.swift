@@ -27,7 +27,8 @@ public struct PlexusConfig: Sendable {
     /// Plexus extensions.
     public var delegateTimeoutSeconds = 60.0
     public var readinessTimeoutSeconds = 45.0
-    /// Upper bound for a whole ADD's Kubernetes API work (all requests and retries).
+    /// Upper bound for each phase of an ADD's Kubernetes API work, requests and retries included: reading the pod
+    /// and its NADs, then writing network-status (delegate time does not count).
     public var apiDeadlineSeconds = 30.0
     /// Tear independent networks down concurrently on DEL and rollback (each chain still in reverse order).
     public var parallelTeardown = true
