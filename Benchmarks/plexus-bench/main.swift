@@ -184,11 +184,12 @@ let rssDel5 = peakRSS(plexusPath, env: podEnv + ["CNI_COMMAND=DEL"], stdin: plex
 cleanup()
 
 print("plexus-bench: \(rounds) interleaved rounds (+\(warmup) warm-up), real netns, Debian reference plugins from \(plugins)")
-print("scenario            plexus ms   direct ms   overhead ms   ratio")
+print("scenario            plexus ms   direct ms   overhead ms   ratio   paired overhead ms (median of per-round differences)")
 for (name, p, d) in [("ADD 1 network", plexus1.add, direct1.add), ("DEL 1 network", plexus1.del, direct1.del),
                      ("ADD 1+4 networks", plexus5.add, direct5.add), ("DEL 1+4 networks", plexus5.del, direct5.del)] {
     let mp = median(p), md = median(d)
-    print("\(name.padding(18))  \(f(mp).padding(10))  \(f(md).padding(10))  \(f(mp - md).padding(12))  \(f(mp / md))")
+    let paired = median(zip(p, d).map { $0 - $1 })
+    print("\(name.padding(18))  \(f(mp).padding(10))  \(f(md).padding(10))  \(f(mp - md).padding(12))  \(f(mp / md).padding(6))  \(f(paired))")
 }
 print("DEL 1+4 teardown    serial \(f(median(delSerial))) ms  concurrent \(f(median(delParallel))) ms  ratio \(f(median(delParallel) / median(delSerial)))")
 let vp = median(versionPlexus), vb = median(versionBridge)
