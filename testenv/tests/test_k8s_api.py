@@ -118,7 +118,7 @@ def test_api_unreachable_on_add(kenv, deadline):
     assert not out.ok, out
     assert out.err_code == 11, out
     assert "pod" in out.msg and "down" in out.msg, out
-    assert took < deadline + 1.5, "ADD took %.2f s with apiDeadlineSeconds=%s" % (took, deadline)
+    assert took < deadline + 3.0, "ADD took %.2f s with apiDeadlineSeconds=%s" % (took, deadline)
     assert kenv.leftovers(pods=[pod], bridges=[br]) == []
 
 
@@ -132,7 +132,7 @@ def test_api_hanging_on_add_respects_deadline(kenv, deadline):
     took = time.monotonic() - t0
     assert not out.ok, out
     assert out.err_code == 11, out
-    assert took < deadline + 1.5, "ADD took %.2f s with apiDeadlineSeconds=%s" % (took, deadline)
+    assert took < deadline + 3.0, "ADD took %.2f s with apiDeadlineSeconds=%s" % (took, deadline)
     assert took >= deadline - 0.5, "gave up after %.2f s, before the %s s deadline" % (took, deadline)
     assert kenv.leftovers(pods=[pod], bridges=[br]) == []
     kenv.kube.clear_faults()
@@ -149,7 +149,7 @@ def test_status_write_hanging_rolls_back_within_deadline(kenv, deadline):
     took = time.monotonic() - t0
     assert out.err_code == 11, out
     assert "network-status" in out.msg, out
-    assert took < deadline + 1.5, "ADD took %.2f s with apiDeadlineSeconds=%s" % (took, deadline)
+    assert took < deadline + 3.0, "ADD took %.2f s with apiDeadlineSeconds=%s" % (took, deadline)
     assert kenv.leftovers(pods=[pod], bridges=[br]) == []
     kenv.kube.clear_faults()
 
