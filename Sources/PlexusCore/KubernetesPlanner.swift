@@ -42,17 +42,9 @@ public struct KubernetesPlanner: NetworkPlanner {
         let isSystemPod = config.systemNamespaces.contains(pod.namespace)
 
         // Networks from Plexus' configuration: cluster network, remaining inline delegates, defaultNetworks.
-        var lists: [NetworkConfigList] = []
-        if let cluster = config.clusterNetwork {
-            lists.append(try resolveConfigured(cluster, config: config))
-        } else {
-            for (i, d) in config.delegates.enumerated() {
-                lists.append(try NetworkConfigList(json: d, source: "delegates[\(i)]"))
-            }
-        }
-        if !isSystemPod {
-            for ref in config.defaultNetworks { lists.append(try resolveConfigured(ref, config: config)) }
-        }
+        let lists = try LocalPlanner(loader: loader).configuredNetworks(
+            config: config, allDelegates: true, defaultNetworks: !isSystemPod,
+            resolve: { ref throws(CNIError) in try resolveConfigured(ref, config: config) })
 
         let selection: SelectionPlan
         do {
@@ -69,10 +61,7 @@ public struct KubernetesPlanner: NetworkPlanner {
             throw CNIError(.invalidNetworkConfig, "invalid network selection on pod \(pod)", details: error.description)
         }
 
-        var planned = lists.enumerated().map { i, list in
-            PlannedNetwork(list: list, ifname: i == 0 ? invocation.ifname : "net\(i)",
-                           capabilityArgs: i == 0 ? config.runtimeConfig : JSONObject(), isDefault: i == 0)
-        }
+        var planned = LocalPlanner.assignInterfaces(lists, config: config, invocation: invocation)
         // The pod's default-network override replaces the cluster network (and receives the runtime's runtimeConfig).
         if let override = selection.defaultNetwork, !planned.isEmpty {
             var n = try nadNetwork(override)

@@ -17,52 +17,48 @@ public struct LocalPlanner: NetworkPlanner {
     public init(loader: NetworkLoader) { self.loader = loader }
 
     public func plan(config: PlexusConfig, invocation: CNIInvocation) throws(CNIError) -> [PlannedNetwork] {
-        var lists: [NetworkConfigList] = []
-        if let cluster = config.clusterNetwork {
-            lists.append(try loader.load(reference: cluster))
-        } else {
-            for (i, d) in config.delegates.enumerated() {
-                lists.append(try NetworkConfigList(json: d, source: "delegates[\(i)]"))
-            }
-        }
         let isSystemPod = invocation.pod.map { config.systemNamespaces.contains($0.namespace) } ?? false
-        if !isSystemPod {
-            for ref in config.defaultNetworks {
-                lists.append(try loader.load(reference: ref))
-            }
-        }
-        return lists.enumerated().map { i, list in
+        let lists = try configuredNetworks(config: config, allDelegates: true, defaultNetworks: !isSystemPod,
+                                           resolve: loader.load(reference:))
+        return Self.assignInterfaces(lists, config: config, invocation: invocation)
+    }
+
+    /// Cluster network first with the runtime's ifname and runtimeConfig, then `net<i>`.
+    static func assignInterfaces(_ lists: [NetworkConfigList], config: PlexusConfig, invocation: CNIInvocation) -> [PlannedNetwork] {
+        lists.enumerated().map { i, list in
             PlannedNetwork(list: list, ifname: i == 0 ? invocation.ifname : "net\(i)",
                            capabilityArgs: i == 0 ? config.runtimeConfig : JSONObject(),
                            displayName: list.name, isDefault: i == 0)
         }
     }
 
-    /// Every network Plexus' configuration names (all `delegates`, or `clusterNetwork`, plus `defaultNetworks`):
-    /// the delegate networks GC must visit even when nothing of them is cached.
-    public func configuredNetworks(config: PlexusConfig) throws(CNIError) -> [NetworkConfigList] {
+    /// The networks Plexus' configuration names, in attachment order: `clusterNetwork` (resolved with `resolve`)
+    /// or the inline `delegates` (all of them, or only the first), then `defaultNetworks` when asked for.
+    func configuredNetworks(config: PlexusConfig, allDelegates: Bool, defaultNetworks: Bool,
+                            resolve: (String) throws(CNIError) -> NetworkConfigList) throws(CNIError) -> [NetworkConfigList] {
         var lists: [NetworkConfigList] = []
         if let cluster = config.clusterNetwork {
-            lists.append(try loader.load(reference: cluster))
+            lists.append(try resolve(cluster))
         } else {
-            for (i, d) in config.delegates.enumerated() {
+            for (i, d) in config.delegates.enumerated() where allDelegates || i == 0 {
                 lists.append(try NetworkConfigList(json: d, source: "delegates[\(i)]"))
             }
         }
-        for ref in config.defaultNetworks { lists.append(try loader.load(reference: ref)) }
+        if defaultNetworks {
+            for ref in config.defaultNetworks { lists.append(try resolve(ref)) }
+        }
         return lists
+    }
+
+    /// Every network Plexus' configuration names (all `delegates`, or `clusterNetwork`, plus `defaultNetworks`):
+    /// the delegate networks GC must visit even when nothing of them is cached.
+    public func configuredNetworks(config: PlexusConfig) throws(CNIError) -> [NetworkConfigList] {
+        try configuredNetworks(config: config, allDelegates: true, defaultNetworks: true, resolve: loader.load(reference:))
     }
 
     /// The cluster network and `defaultNetworks` only: what STATUS must ask, since every pod needs them.
     public func requiredNetworks(config: PlexusConfig) throws(CNIError) -> [NetworkConfigList] {
-        var lists: [NetworkConfigList] = []
-        if let cluster = config.clusterNetwork {
-            lists.append(try loader.load(reference: cluster))
-        } else if let first = config.delegates.first {
-            lists.append(try NetworkConfigList(json: first, source: "delegates[0]"))
-        }
-        for ref in config.defaultNetworks { lists.append(try loader.load(reference: ref)) }
-        return lists
+        try configuredNetworks(config: config, allDelegates: false, defaultNetworks: true, resolve: loader.load(reference:))
     }
 }
 
