@@ -187,7 +187,9 @@ public final class Plexus {
                 bestEffort.insert(n.ifname)
             }
         } catch {
-            if networks.isEmpty { throw fail(error) }
+            // Nothing on disk shows these networks were ever added (containerd's second DEL, a DEL after a complete
+            // rollback): failing here would fail that DEL forever, e.g. when `clusterNetwork` names a NAD that only
+            // the API knows. Log it and delete what the cache knows.
             logger.error("cannot load the configured networks for DEL", [("error", error.description)])
         }
         // Cluster network (the runtime's ifname) first, then net1, net2…, so teardown runs in reverse ADD order.

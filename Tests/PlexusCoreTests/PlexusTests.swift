@@ -197,6 +197,16 @@ import Testing
         #expect(seq == ["DEL net1", "DEL eth0"])
     }
 
+    @Test func delWithoutCacheSucceedsWhenTheConfiguredNetworksCannotBeLoaded() throws {
+        let dir = TempDir()
+        let exec = FakeExecutor()
+        // clusterNetwork names something only the API would know (a NAD); DEL must not depend on it.
+        let text = #"{"cniVersion":"1.0.0","name":"pxnet","type":"plexus","cniDir":"\#(dir.path)/cache","confDir":"\#(dir.path)/conf","binDir":"/fake","clusterNetwork":"nad-only"}"#
+        let cfg = try PlexusConfig(bytes: Array(text.utf8))
+        try plexus(cfg, try invocation("DEL", netns: ""), exec).del()
+        #expect(exec.calls.isEmpty)
+    }
+
     @Test func duplicateInterfaceNamesFailBeforeAnythingRuns() throws {
         let dir = TempDir()
         let exec = FakeExecutor()
