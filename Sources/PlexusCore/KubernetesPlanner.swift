@@ -42,9 +42,13 @@ public struct KubernetesPlanner: NetworkPlanner {
         let isSystemPod = config.systemNamespaces.contains(pod.namespace)
 
         // Networks from Plexus' configuration: cluster network, remaining inline delegates, defaultNetworks.
-        let lists = try LocalPlanner(loader: loader).configuredNetworks(
-            config: config, allDelegates: true, defaultNetworks: !isSystemPod,
-            resolve: { ref throws(CNIError) in try resolveConfigured(ref, config: config) })
+        var lists: [NetworkConfigList] = []
+        for ref in LocalPlanner.references(config: config, allDelegates: true, defaultNetworks: !isSystemPod) {
+            switch ref {
+            case .inline(let json, let source): lists.append(try NetworkConfigList(json: json, source: source))
+            case .named(let name): lists.append(try resolveConfigured(name, config: config))
+            }
+        }
 
         let selection: SelectionPlan
         do {

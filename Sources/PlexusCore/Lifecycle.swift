@@ -86,7 +86,13 @@ extension Plexus {
             throw CNIError(.notAvailable, "cache directory is not writable", details: config.cniDir)
         }
         let lists: [NetworkConfigList]
-        do { lists = try localPlanner.requiredNetworks(config: config) } catch {
+        do {
+            let required = try localPlanner.requiredNetworks(config: config)
+            lists = required.lists
+            for name in required.unresolved {
+                logger.verbose("STATUS not forwarded to a network resolved through the API", [("network", name)])
+            }
+        } catch {
             throw CNIError(.notAvailable, "cannot load the cluster network: \(error.msg)", details: error.details)
         }
         for list in lists {

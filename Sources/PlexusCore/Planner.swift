@@ -18,8 +18,10 @@ public struct LocalPlanner: NetworkPlanner {
 
     public func plan(config: PlexusConfig, invocation: CNIInvocation) throws(CNIError) -> [PlannedNetwork] {
         let isSystemPod = invocation.pod.map { config.systemNamespaces.contains($0.namespace) } ?? false
-        let lists = try configuredNetworks(config: config, allDelegates: true, defaultNetworks: !isSystemPod,
-                                           resolve: loader.load(reference:))
+        var lists: [NetworkConfigList] = []
+        for ref in Self.references(config: config, allDelegates: true, defaultNetworks: !isSystemPod) {
+            lists.append(try load(ref))
+        }
         return Self.assignInterfaces(lists, config: config, invocation: invocation)
     }
 
@@ -32,33 +34,58 @@ public struct LocalPlanner: NetworkPlanner {
         }
     }
 
-    /// The networks Plexus' configuration names, in attachment order: `clusterNetwork` (resolved with `resolve`)
-    /// or the inline `delegates` (all of them, or only the first), then `defaultNetworks` when asked for.
-    func configuredNetworks(config: PlexusConfig, allDelegates: Bool, defaultNetworks: Bool,
-                            resolve: (String) throws(CNIError) -> NetworkConfigList) throws(CNIError) -> [NetworkConfigList] {
-        var lists: [NetworkConfigList] = []
+    /// Where a configured network comes from.
+    enum Reference {
+        /// An inline `delegates` entry.
+        case inline(JSON, source: String)
+        /// `clusterNetwork`/`defaultNetworks`: a path or a network name.
+        case named(String)
+    }
+
+    /// The networks Plexus' configuration names, in attachment order: `clusterNetwork` or the inline `delegates`
+    /// (all of them, or only the first), then `defaultNetworks` when asked for.
+    static func references(config: PlexusConfig, allDelegates: Bool, defaultNetworks: Bool) -> [Reference] {
+        var refs: [Reference] = []
         if let cluster = config.clusterNetwork {
-            lists.append(try resolve(cluster))
+            refs.append(.named(cluster))
         } else {
             for (i, d) in config.delegates.enumerated() where allDelegates || i == 0 {
-                lists.append(try NetworkConfigList(json: d, source: "delegates[\(i)]"))
+                refs.append(.inline(d, source: "delegates[\(i)]"))
             }
         }
-        if defaultNetworks {
-            for ref in config.defaultNetworks { lists.append(try resolve(ref)) }
+        if defaultNetworks { refs += config.defaultNetworks.map { .named($0) } }
+        return refs
+    }
+
+    func load(_ ref: Reference) throws(CNIError) -> NetworkConfigList {
+        switch ref {
+        case .inline(let json, let source): return try NetworkConfigList(json: json, source: source)
+        case .named(let name): return try loader.load(reference: name)
         }
-        return lists
     }
 
     /// Every network Plexus' configuration names (all `delegates`, or `clusterNetwork`, plus `defaultNetworks`):
     /// the delegate networks GC must visit even when nothing of them is cached.
     public func configuredNetworks(config: PlexusConfig) throws(CNIError) -> [NetworkConfigList] {
-        try configuredNetworks(config: config, allDelegates: true, defaultNetworks: true, resolve: loader.load(reference:))
+        var lists: [NetworkConfigList] = []
+        for ref in Self.references(config: config, allDelegates: true, defaultNetworks: true) { lists.append(try load(ref)) }
+        return lists
     }
 
-    /// The cluster network and `defaultNetworks` only: what STATUS must ask, since every pod needs them.
-    public func requiredNetworks(config: PlexusConfig) throws(CNIError) -> [NetworkConfigList] {
-        try configuredNetworks(config: config, allDelegates: false, defaultNetworks: true, resolve: loader.load(reference:))
+    /// The cluster network and `defaultNetworks`: what STATUS must ask, since every pod needs them. A network given
+    /// by name that no file in confDir declares is a NAD, resolved through the API on ADD; STATUS (no pod, must
+    /// stay cheap) leaves it out and returns its name in `unresolved`. A missing path is an error.
+    public func requiredNetworks(config: PlexusConfig) throws(CNIError) -> (lists: [NetworkConfigList], unresolved: [String]) {
+        var lists: [NetworkConfigList] = []
+        var unresolved: [String] = []
+        for ref in Self.references(config: config, allDelegates: false, defaultNetworks: true) {
+            if case .named(let name) = ref, !name.contains("/"), try loader.find(name: name) == nil {
+                unresolved.append(name)
+                continue
+            }
+            lists.append(try load(ref))
+        }
+        return (lists, unresolved)
     }
 }
 

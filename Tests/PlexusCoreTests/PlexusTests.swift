@@ -283,6 +283,20 @@ import Testing
         #expect(gcA?.stdin["cni.dev/valid-attachments"]?.serialized() == #"[{"containerID":"c1","ifname":"eth1"}]"#)
     }
 
+    @Test func statusSkipsAClusterNetworkOnlyTheAPIKnowsButFailsOnAMissingPath() throws {
+        let dir = TempDir()
+        let exec = FakeExecutor()
+        func cfg(_ cluster: String) throws -> PlexusConfig {
+            try PlexusConfig(bytes: Array(#"{"cniVersion":"1.1.0","name":"pxnet","type":"plexus","cniDir":"\#(dir.path)/cache","confDir":"\#(dir.path)/conf","binDir":"/fake","clusterNetwork":"\#(cluster)"}"#.utf8))
+        }
+        try plexus(try cfg("nad-only"), try invocation("STATUS"), exec).status()
+        #expect(exec.calls.isEmpty)
+        do {
+            try plexus(try cfg(dir.path + "/missing.conflist"), try invocation("STATUS"), exec).status()
+            Issue.record("STATUS passed with a missing cluster network file")
+        } catch let error as CNIError { #expect(error.code == .notAvailable) }
+    }
+
     @Test func gcErrorsDoNotStopOtherNetworks() throws {
         let dir = TempDir()
         let exec = FakeExecutor()
