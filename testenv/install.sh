@@ -7,16 +7,8 @@ cd "$(dirname "$0")/.."
 if [ "$(id -u)" -ne 0 ]; then echo "testenv/install.sh: run as root" >&2; exit 1; fi
 
 PKGS="libcurl4-openssl-dev libmnl-dev containernetworking-plugins iproute2 iptables openssl hyperfine jq time gcc libc6-dev"
-missing=""
-for p in $PKGS; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
-done
-if [ -n "$missing" ]; then
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -q
-    # shellcheck disable=SC2086
-    apt-get install -y -q --no-install-recommends $missing
-fi
+# shellcheck disable=SC2086
+bash testenv/apt-ensure.sh $PKGS
 
 PY="${PYTHON:-python3}"
 "$PY" -c 'import pytest' 2>/dev/null || "$PY" -m pip install -q pytest || "$PY" -m pip install -q --break-system-packages pytest

@@ -16,18 +16,8 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 PKGS="containerd runc containernetworking-plugins iptables iproute2 util-linux gcc libc6-dev"
-missing=""
-for p in $PKGS; do
-    if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
-        missing="$missing $p"
-    fi
-done
-if [ -n "$missing" ]; then
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -q
-    # shellcheck disable=SC2086
-    apt-get install -y -q --no-install-recommends $missing
-fi
+# shellcheck disable=SC2086
+bash "$(dirname "$0")/../apt-ensure.sh" $PKGS
 
 # The Debian package enables containerd.service; on machines with systemd that would start the host
 # containerd on /run/containerd. The tests never use it; we leave the host service alone either way.
