@@ -988,3 +988,38 @@ def netns_exec(netns_path, *cmd, check=True):
     if check and r.returncode != 0:
         raise RuntimeError("%s in %s failed (%d): %s" % (" ".join(cmd), netns_path, r.returncode, r.stderr))
     return r.stdout
+
+
+_INSTALL_SH = os.path.join(_CRI_DIR, "install.sh")
+_BASE_TOOLS = ("containerd", "containerd-shim-runc-v2", "ctr", "runc", "gcc", "nsenter", "iptables")
+_BASE_PLUGINS = ("bridge", "host-local", "portmap", "loopback")
+
+
+def missing_dependencies(extra_tools=(), extra_plugins=()):
+    """What a CRI test needs and this machine lacks (grpcio, binaries, reference plugins): an empty list when ready."""
+    missing = []
+    try:
+        import grpc  # noqa: F401
+    except ImportError:
+        missing.append("python grpcio")
+    missing += [t for t in _BASE_TOOLS + tuple(extra_tools) if not shutil.which(t)]
+    missing += ["/usr/lib/cni/" + p for p in _BASE_PLUGINS + tuple(extra_plugins)
+                if not os.access("/usr/lib/cni/" + p, os.X_OK)]
+    return missing
+
+
+def ensure_installed(extra_tools=(), extra_plugins=()):
+    """Runs testenv/cri/install.sh if anything is missing. Returns None when ready, else why it is not."""
+    global grpc
+    if not missing_dependencies(extra_tools, extra_plugins):
+        if grpc is None:
+            import grpc as _grpc
+            grpc = _grpc
+        return None
+    r = subprocess.run(["bash", _INSTALL_SH], capture_output=True, text=True)
+    still = missing_dependencies(extra_tools, extra_plugins)
+    if r.returncode != 0 or still:
+        return "missing %s; install.sh said: %s" % (still, r.stderr[-2000:] or r.stdout[-2000:])
+    import grpc as _grpc  # installed just now
+    grpc = _grpc
+    return None

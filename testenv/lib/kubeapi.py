@@ -286,10 +286,15 @@ class KubeAPI:
         ctx = ssl.create_default_context(cafile=str(self.ca_path))
         return ctx
 
-    def _raw(self, method, path, body=None, *, headers=None, auth=True, token=None, timeout=15):
-        conn = http.client.HTTPSConnection("127.0.0.1", self.port, context=self.ssl_context(), timeout=timeout)
+    def request(self, method, path, body=None, *, headers=None, auth=True, token=None, ctx=None, timeout=15,
+                user_agent=HELPER_UA):
+        """One request on a fresh TLS connection: (status, response headers, parsed body). Dict/list bodies are
+        JSON-encoded. With user_agent=None the request carries no User-Agent and shows up in requests()."""
+        conn = http.client.HTTPSConnection("127.0.0.1", self.port, context=ctx or self.ssl_context(), timeout=timeout)
         try:
-            hs = {"Accept": "application/json", "User-Agent": HELPER_UA}
+            hs = {"Accept": "application/json"}
+            if user_agent:
+                hs["User-Agent"] = user_agent
             if auth:
                 hs["Authorization"] = f"Bearer {token or self.token}"
             if body is not None and not isinstance(body, (bytes, str)):
@@ -302,10 +307,16 @@ class KubeAPI:
             try:
                 parsed = json.loads(data) if data else None
             except ValueError:
-                parsed = data.decode(errors="replace")
-            return r.status, parsed
+                parsed = data
+            return r.status, dict(r.getheaders()), parsed
         finally:
             conn.close()
+
+    def _raw(self, method, path, body=None, *, headers=None, auth=True, token=None, timeout=15):
+        status, _, parsed = self.request(method, path, body, headers=headers, auth=auth, token=token, timeout=timeout)
+        if isinstance(parsed, bytes):
+            parsed = parsed.decode(errors="replace")
+        return status, parsed
 
     def api(self, method, path, body=None, *, content_type=None, token=None, ok=(200, 201), headers=None):
         """Authenticated API call; returns the decoded JSON body and raises KubeAPIError when the status is not

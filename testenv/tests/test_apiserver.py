@@ -41,26 +41,9 @@ def kube(tmp_path):
 
 
 def raw(kube, method, path, body=None, headers=None, token=None, auth=True, ctx=None):
-    """One request on a fresh TLS connection; returns (status, headers, parsed body)."""
-    conn = http.client.HTTPSConnection("127.0.0.1", kube.port, context=ctx or kube.ssl_context(), timeout=10)
-    hs = {"Accept": "application/json"}
-    if auth:
-        hs["Authorization"] = f"Bearer {token or kube.token}"
-    if body is not None and not isinstance(body, (str, bytes)):
-        body = json.dumps(body)
-        hs["Content-Type"] = "application/json"
-    hs.update(headers or {})
-    try:
-        conn.request(method, path, body=body, headers=hs)
-        r = conn.getresponse()
-        data = r.read()
-        try:
-            parsed = json.loads(data) if data else None
-        except ValueError:
-            parsed = data
-        return r.status, dict(r.getheaders()), parsed
-    finally:
-        conn.close()
+    """One request on a fresh TLS connection, logged like any client's; returns (status, headers, parsed body)."""
+    return kube.request(method, path, body, headers=headers, token=token, auth=auth, ctx=ctx, timeout=10,
+                        user_agent=None)
 
 
 def pod_path(ns, name, sub=""):

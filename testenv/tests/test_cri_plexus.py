@@ -15,7 +15,6 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -37,22 +36,11 @@ MV, BR2, BR3 = "pxq-mv", "pxq-br2", "pxq-br3"
 TWO_NADS = "%s,%s@pxextra" % (MV, BR2)      # -> net1 (macvlan), pxextra (bridge): 3 networks with eth0
 
 
-def _have_everything():
-    try:
-        import grpc  # noqa: F401
-    except ImportError:
-        return False
-    tools = ("containerd", "containerd-shim-runc-v2", "ctr", "runc", "gcc", "nsenter", "iptables", "swift")
-    return all(shutil.which(t) for t in tools) and all(
-        os.access("/usr/lib/cni/" + p, os.X_OK) for p in ("bridge", "host-local", "portmap", "macvlan", "loopback"))
-
-
 def _ensure_installed():
-    if _have_everything():
-        return
-    r = subprocess.run(["bash", INSTALL_SH], capture_output=True, text=True)
-    if r.returncode != 0 or not _have_everything():
-        pytest.skip("CRI test environment not installable: %s" % (r.stderr[-2000:] or r.stdout[-2000:]))
+    from testenv.lib import cri
+    why = cri.ensure_installed(extra_tools=("swift",), extra_plugins=("macvlan",))
+    if why:
+        pytest.skip("CRI test environment not installable: " + why)
 
 
 @pytest.fixture(scope="module")

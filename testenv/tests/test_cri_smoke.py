@@ -29,22 +29,11 @@ INSTALL_SH = os.path.join(REPO, "testenv", "cri", "install.sh")
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (runs containerd, creates netns)")
 
 
-def _have_everything():
-    try:
-        import grpc  # noqa: F401
-    except ImportError:
-        return False
-    tools = ("containerd", "containerd-shim-runc-v2", "ctr", "runc", "gcc", "nsenter", "iptables")
-    return all(shutil.which(t) for t in tools) and all(
-        os.access("/usr/lib/cni/" + p, os.X_OK) for p in ("bridge", "host-local", "portmap", "loopback"))
-
-
 def _ensure_installed():
-    if _have_everything():
-        return
-    r = subprocess.run(["bash", INSTALL_SH], capture_output=True, text=True)
-    if r.returncode != 0 or not _have_everything():
-        pytest.skip("CRI test environment not installable: %s" % (r.stderr[-2000:] or r.stdout[-2000:]))
+    from testenv.lib import cri
+    why = cri.ensure_installed(extra_tools=(), extra_plugins=())
+    if why:
+        pytest.skip("CRI test environment not installable: " + why)
 
 
 def _ip_forward():
