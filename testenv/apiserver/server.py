@@ -207,6 +207,15 @@ def _split_top(s):
     return [t.strip() for t in out if t.strip()]
 
 
+def _equality_term(term):
+    """`k!=v`, `k==v` or `k=v` as (op, key, value); None for anything else."""
+    for sep, op in (("!=", "!="), ("==", "="), ("=", "=")):
+        if sep in term:
+            k, v = term.split(sep, 1)
+            return (op, k.strip(), v.strip())
+    return None
+
+
 def parse_label_selector(s):
     reqs = []
     for term in _split_top(s or ""):
@@ -215,17 +224,8 @@ def parse_label_selector(s):
             reqs.append((m.group(2), m.group(1), {v.strip() for v in m.group(3).split(",") if v.strip()}))
         elif term.startswith("!"):
             reqs.append(("!", term[1:].strip(), None))
-        elif "!=" in term:
-            k, v = term.split("!=", 1)
-            reqs.append(("!=", k.strip(), v.strip()))
-        elif "==" in term:
-            k, v = term.split("==", 1)
-            reqs.append(("=", k.strip(), v.strip()))
-        elif "=" in term:
-            k, v = term.split("=", 1)
-            reqs.append(("=", k.strip(), v.strip()))
         else:
-            reqs.append(("exists", term, None))
+            reqs.append(_equality_term(term) or ("exists", term, None))
     return reqs
 
 
@@ -250,17 +250,10 @@ def label_match(reqs, obj):
 def parse_field_selector(s):
     reqs = []
     for term in _split_top(s or ""):
-        if "!=" in term:
-            k, v = term.split("!=", 1)
-            reqs.append(("!=", k.strip(), v.strip()))
-        elif "==" in term:
-            k, v = term.split("==", 1)
-            reqs.append(("=", k.strip(), v.strip()))
-        elif "=" in term:
-            k, v = term.split("=", 1)
-            reqs.append(("=", k.strip(), v.strip()))
-        else:
+        req = _equality_term(term)
+        if req is None:
             raise bad_request(f'invalid selector: \'{s}\'; can\'t understand \'{term}\'')
+        reqs.append(req)
     return reqs
 
 
