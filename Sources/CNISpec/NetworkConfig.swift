@@ -136,11 +136,6 @@ public struct NetworkConfigList: Sendable, Equatable {
         }
         return rc
     }
-
-    /// Whether any plugin of the list declares capability `key`.
-    public func declaresCapability(_ key: String) -> Bool {
-        plugins.contains { $0["capabilities"]?.objectValue?[key]?.boolValue == true }
-    }
 }
 
 /// Standard base64 (RFC 4648 with padding), used by libcni's cache format for the config bytes.

@@ -118,13 +118,3 @@ public protocol HTTPTransport: AnyObject {
     func send(_ request: HTTPRequest) throws(TransportError) -> HTTPResponse
 }
 
-extension StringProtocol {
-    /// Trims ASCII spaces, tabs, CR and LF (on Unicode scalars: "\r\n" is one Character in Swift).
-    var trimmingSpaces: String {
-        var scalars = Substring(self).unicodeScalars[...]
-        func isSpace(_ c: Unicode.Scalar) -> Bool { c == " " || c == "\t" || c == "\r" || c == "\n" }
-        while let f = scalars.first, isSpace(f) { scalars.removeFirst() }
-        while let l = scalars.last, isSpace(l) { scalars.removeLast() }
-        return String(String.UnicodeScalarView(scalars))
-    }
-}

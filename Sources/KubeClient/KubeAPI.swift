@@ -340,34 +340,17 @@ public enum KubePaths {
     }
 
     static func checkNamespace(_ ns: String, _ op: String) throws(KubeError) {
-        if !isDNS1123Label(ns) {
+        if !KubernetesNames.isDNS1123Label(ns) {
             throw KubeError(.invalidArgument, operation: op,
                             detail: "namespace \(quoted(ns)) is not a valid DNS-1123 label")
         }
     }
 
     static func checkName(_ name: String, _ what: String, _ op: String) throws(KubeError) {
-        if !isDNS1123Subdomain(name) {
+        if !KubernetesNames.isDNS1123Subdomain(name) {
             throw KubeError(.invalidArgument, operation: op,
                             detail: "\(what) name \(quoted(name)) is not a valid DNS-1123 subdomain")
         }
-    }
-
-    /// `[a-z0-9]([-a-z0-9]*[a-z0-9])?`, at most 63 characters.
-    public static func isDNS1123Label(_ s: String) -> Bool {
-        let b = Array(s.utf8)
-        guard !b.isEmpty, b.count <= 63 else { return false }
-        func alnum(_ c: UInt8) -> Bool {
-            (c >= UInt8(ascii: "a") && c <= UInt8(ascii: "z")) || (c >= UInt8(ascii: "0") && c <= UInt8(ascii: "9"))
-        }
-        guard alnum(b.first!), alnum(b.last!) else { return false }
-        return b.allSatisfy { alnum($0) || $0 == UInt8(ascii: "-") }
-    }
-
-    /// Dot-separated DNS-1123 labels, at most 253 characters.
-    public static func isDNS1123Subdomain(_ s: String) -> Bool {
-        guard !s.isEmpty, s.utf8.count <= 253 else { return false }
-        return s.split(separator: ".", omittingEmptySubsequences: false).allSatisfy { isDNS1123Label(String($0)) }
     }
 
     /// Percent-escapes everything but RFC 3986 unreserved characters.

@@ -244,17 +244,6 @@ public enum AddressSyntax {
     /// An 8-byte InfiniBand GUID such as `00:11:22:33:44:55:66:77` (the `infiniband-guid` selection key).
     public static func isInfinibandGUID(_ s: String) -> Bool { hardwareAddressBytes(s)?.count == 8 }
 
-    /// A DNS-1123 label: `^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`, at most 63 characters (NAD names and namespaces).
-    public static func isDNS1123Label(_ s: String) -> Bool {
-        let a = Array(s.utf8)
-        guard !a.isEmpty, a.count <= 63 else { return false }
-        func alnum(_ b: UInt8) -> Bool {
-            (b >= UInt8(ascii: "a") && b <= UInt8(ascii: "z")) || (b >= UInt8(ascii: "0") && b <= UInt8(ascii: "9"))
-        }
-        guard let first = a.first, let last = a.last, alnum(first), alnum(last) else { return false }
-        return a.allSatisfy { alnum($0) || $0 == UInt8(ascii: "-") }
-    }
-
     /// A Linux interface name: non-empty, at most 15 bytes (IFNAMSIZ - 1), not `.` or `..`, and without `/`, `:`,
     /// NUL or whitespace (the kernel's `dev_valid_name` plus `:`, which would be read as an alias).
     public static func isInterfaceName(_ s: String) -> Bool {

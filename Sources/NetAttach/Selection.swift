@@ -264,13 +264,13 @@ public enum NetworkSelection {
             var rest = slashParts[slashParts.count - 1]
             if slashParts.count == 2 {
                 namespace = trimmed(slashParts[0])
-                guard AddressSyntax.isDNS1123Label(namespace) else { throw fail("namespace", namespace, .invalidNamespace) }
+                guard KubernetesNames.isDNS1123Label(namespace) else { throw fail("namespace", namespace, .invalidNamespace) }
                 rest = slashParts[1]
             }
             let atParts = rest.split(separator: "@", omittingEmptySubsequences: false)
             guard atParts.count <= 2 else { throw fail(nil, item, .malformedShorthand("more than one '@'")) }
             let name = trimmed(atParts[0])
-            guard AddressSyntax.isDNS1123Label(name) else { throw fail("name", name, .invalidName) }
+            guard KubernetesNames.isDNS1123Label(name) else { throw fail("name", name, .invalidName) }
             var ifname: String? = nil
             if atParts.count == 2 {
                 let requested = trimmed(atParts[1])
@@ -280,7 +280,7 @@ public enum NetworkSelection {
                 ifname = requested
             }
             if slashParts.count == 1 {
-                guard AddressSyntax.isDNS1123Label(namespace) else { throw fail("namespace", namespace, .invalidNamespace) }
+                guard KubernetesNames.isDNS1123Label(namespace) else { throw fail("namespace", namespace, .invalidNamespace) }
             }
             out.append(NetworkSelectionElement(name: name, namespace: namespace, interfaceRequest: ifname))
         }
@@ -356,9 +356,9 @@ private struct ElementReader {
 
     func read(defaultNamespace: String) throws(SelectionError) -> NetworkSelectionElement {
         guard let name = try string("name") else { throw fail("name", nil, .missingName) }
-        guard AddressSyntax.isDNS1123Label(name) else { throw fail("name", name, .invalidName) }
+        guard KubernetesNames.isDNS1123Label(name) else { throw fail("name", name, .invalidName) }
         let namespace = try string("namespace") ?? defaultNamespace
-        guard AddressSyntax.isDNS1123Label(namespace) else { throw fail("namespace", namespace, .invalidNamespace) }
+        guard KubernetesNames.isDNS1123Label(namespace) else { throw fail("namespace", namespace, .invalidNamespace) }
         var element = NetworkSelectionElement(name: name, namespace: namespace)
 
         let iface = try string("interface")

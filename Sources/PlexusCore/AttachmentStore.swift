@@ -160,9 +160,6 @@ public struct AttachmentStore: Sendable {
 
     public func remove(_ key: AttachmentKey) throws(SystemError) { try FileSystem.remove(path(key)) }
 
-    /// Removes a corrupt record file by path (after its attachment was torn down some other way).
-    public func removeFile(named key: AttachmentKey) { try? FileSystem.remove(path(key)) }
-
     /// All readable records of Plexus network `network`, and the paths of unreadable ones.
     public func list(network: String) -> (records: [AttachmentRecord], corrupt: [String]) {
         guard let names = try? FileSystem.list(directory) else { return ([], []) }

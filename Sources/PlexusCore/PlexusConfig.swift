@@ -80,7 +80,7 @@ public struct PlexusConfig: Sendable {
         if let v = o["globalNamespaces"] {
             switch v {
             case .string(let s):
-                globalNamespaces = s.split(separator: ",").map { String($0).trimmingSpaces() }.filter { !$0.isEmpty }
+                globalNamespaces = s.split(separator: ",").map { $0.trimmingSpaces }.filter { !$0.isEmpty }
             case .array:
                 globalNamespaces = try r.stringList("globalNamespaces") ?? []
             case .null: break
@@ -182,14 +182,5 @@ struct KeyReader {
             out.append(s)
         }
         return out
-    }
-}
-
-extension String {
-    func trimmingSpaces() -> String {
-        var s = Substring(self)
-        while let f = s.first, f == " " || f == "\t" || f == "\n" { s.removeFirst() }
-        while let l = s.last, l == " " || l == "\t" || l == "\n" { s.removeLast() }
-        return String(s)
     }
 }

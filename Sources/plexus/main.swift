@@ -10,12 +10,12 @@ import Glibc
 #endif
 
 ProcessEnvironment.ignoreSIGPIPE()
-let environment = ProcessEnvironment.dictionary()
+let baseEnvironment = ProcessEnvironment.entries()
+let environment = ProcessEnvironment.dictionary(baseEnvironment)
 let isVersion = environment["CNI_COMMAND"] == "VERSION"
 // VERSION ignores stdin (runtimes may not even send any): do not block reading it.
 let input: [UInt8] = isVersion ? [] : ((try? FileSystem.readAll(fd: 0, path: "<stdin>", limit: 16 << 20)) ?? [])
 let logger = Logger(level: .error, toStderr: true)
-let baseEnvironment = ProcessEnvironment.entries()
 
 let kubernetes = KubernetesServices(environment: environment)
 

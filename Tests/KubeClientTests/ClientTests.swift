@@ -119,10 +119,10 @@ private func kubeError(_ body: () throws(KubeError) -> JSON) -> KubeError? {
     }
 
     @Test func validNamesAndEscaping() {
-        #expect(KubePaths.isDNS1123Subdomain("a.b-c.d1"))
-        #expect(!KubePaths.isDNS1123Label("a.b"))
-        #expect(KubePaths.isDNS1123Label(String(repeating: "a", count: 63)))
-        #expect(!KubePaths.isDNS1123Label(String(repeating: "a", count: 64)))
+        #expect(KubernetesNames.isDNS1123Subdomain("a.b-c.d1"))
+        #expect(!KubernetesNames.isDNS1123Label("a.b"))
+        #expect(KubernetesNames.isDNS1123Label(String(repeating: "a", count: 63)))
+        #expect(!KubernetesNames.isDNS1123Label(String(repeating: "a", count: 64)))
         #expect(KubePaths.escape("a b/../?%") == "a%20b%2F..%2F%3F%25")
     }
 

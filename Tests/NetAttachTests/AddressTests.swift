@@ -1,3 +1,4 @@
+import CNISpec
 import Testing
 @testable import NetAttach
 
@@ -98,7 +99,7 @@ import Testing
 
     @Test(arguments: labels)
     func dns1123(text: String, valid: Bool) {
-        #expect(AddressSyntax.isDNS1123Label(text) == valid)
+        #expect(KubernetesNames.isDNS1123Label(text) == valid)
     }
 
     static let ifnames: [(String, Bool)] = [
