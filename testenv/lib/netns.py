@@ -13,6 +13,7 @@ import os
 import re
 import subprocess
 import threading
+import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 RUNS_DIR = os.path.join(REPO, "testenv", ".work", "pxt-runs")
@@ -76,6 +77,17 @@ def link_exists(name, ns=None):
     p = subprocess.run(["ip"] + (["-n", ns] if ns else []) + ["link", "show", "dev", name],
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=30)
     return p.returncode == 0
+
+
+def links_left(names, timeout=10.0):
+    """The host links of `names` that still exist once the kernel had up to `timeout` seconds: links of a deleted
+    netns (and their veth peers) are destroyed asynchronously, from a workqueue."""
+    deadline = time.monotonic() + timeout
+    left = [n for n in names if link_exists(n)]
+    while left and time.monotonic() < deadline:
+        time.sleep(0.05)
+        left = [n for n in left if link_exists(n)]
+    return left
 
 
 def addresses(ns=None):

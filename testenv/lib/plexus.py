@@ -405,9 +405,8 @@ class Env:
             ports = nl.bridge_ports(b)
             if ports:
                 problems.append("ports left on bridge %s: %s" % (b, ports))
-        for l in host_links:
-            if nl.link_exists(l):
-                problems.append("host link %s still exists" % l)
+        for l in nl.links_left(host_links):
+            problems.append("host link %s still exists" % l)
         assert not problems, "; ".join(problems)
 
     def kill_leftovers(self):
