@@ -21,6 +21,7 @@ let package = Package(
         .executable(name: "plexus-kubeconfig", targets: ["plexus-kubeconfig"]),
         .executable(name: "plexus-test-delegate", targets: ["plexus-test-delegate"]),
         .executable(name: "plexus-bench", targets: ["plexus-bench"]),
+        .executable(name: "plexus-install", targets: ["plexus-install"]),
     ],
     dependencies: [
         // Only the `plexus-kubeconfig` converter links Yams (and with it Foundation + ICU, ~1.5 ms of start-up):
@@ -45,7 +46,11 @@ let package = Package(
         // The meta plugin: configuration, planning, execution, cache, dispatcher.
         .target(name: "PlexusCore", dependencies: ["CNISpec", "SystemKit", "CNIInvoke", "NetAttach", "KubeClient"]),
 
+        // The node installer run by the DaemonSet: binaries, generated conflist, kubeconfig, watch, uninstall.
+        .target(name: "PlexusInstall", dependencies: ["CNISpec", "SystemKit"]),
+
         .executableTarget(name: "plexus", dependencies: ["PlexusCore", "SystemKit"], linkerSettings: fastStart),
+        .executableTarget(name: "plexus-install", dependencies: ["PlexusInstall", "SystemKit"], linkerSettings: fastStart),
         .executableTarget(name: "plexus-kubeconfig", dependencies: ["Yams"]),
         .executableTarget(name: "plexus-test-delegate", dependencies: ["CNISpec", "SystemKit"]),
 
@@ -55,6 +60,7 @@ let package = Package(
         .testTarget(name: "NetAttachTests", dependencies: ["NetAttach", "CNISpec"]),
         .testTarget(name: "KubeClientTests", dependencies: ["KubeClient", "CNISpec", "SystemKit"]),
         .testTarget(name: "PlexusCoreTests", dependencies: ["PlexusCore", "CNIInvoke", "CNISpec", "SystemKit"]),
+        .testTarget(name: "PlexusInstallTests", dependencies: ["PlexusInstall", "CNISpec", "SystemKit"]),
         .testTarget(name: "IntegrationTests", dependencies: ["CNISpec", "SystemKit"]),
     ],
     swiftLanguageModes: [.v6]

@@ -1,0 +1,2 @@
+// Placeholder: the installer library (owned by the deployment work).
+public enum PlexusInstall {}

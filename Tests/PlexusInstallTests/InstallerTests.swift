@@ -1,0 +1,6 @@
+import XCTest
+@testable import PlexusInstall
+
+final class InstallerPlaceholderTests: XCTestCase {
+    func testPlaceholder() {}
+}
