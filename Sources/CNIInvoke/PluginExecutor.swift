@@ -48,7 +48,8 @@ public struct ProcessPluginExecutor: PluginExecutor {
             let key = e.split(separator: "=", maxSplits: 1).first.map(String.init) ?? e
             return !ProcessPluginExecutor.cniKeys.contains(key)
         }
-        timeoutNanoseconds = Int64(timeoutSeconds * 1_000_000_000)
+        // Never trapping: a value that is not a usable duration (the configuration validates the range) means 60 s.
+        timeoutNanoseconds = Clock.nanoseconds(seconds: timeoutSeconds) ?? 60_000_000_000
     }
 
     public func find(_ type: String, in paths: [String]) throws(CNIError) -> String {
@@ -99,7 +100,14 @@ public enum PluginFailure {
     public static func decode(stdout: [UInt8], stderr: [UInt8], exitStatus: Int32) -> CNIError {
         let status = exitStatus > 128 ? "killed by signal \(exitStatus - 128)" : "exit status \(exitStatus)"
         if !stdout.isEmpty {
-            if let json = try? JSON.parse(stdout), let e = CNIError.decode(json) { return e }
+            if let json = try? JSON.parse(stdout), let e = CNIError.decode(json) {
+                if e.code.isValidPluginCode { return e }
+                // Not a valid CNI error code (0, negative, an unassigned reserved one): passing it on would make
+                // Plexus' own answer invalid. Report it as a plugin-specific failure that keeps what it said.
+                let said = e.details.isEmpty ? e.msg : "\(e.msg): \(e.details)"
+                return CNIError(.internalError, "delegate failed with an invalid CNI error code",
+                                details: "code \(e.code.rawValue): \(said)")
+            }
             return CNIError(.internalError, "netplugin failed but error parsing its diagnostic message",
                             details: "\(trimmed(stdout)) (\(status))")
         }

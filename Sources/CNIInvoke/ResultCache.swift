@@ -57,12 +57,13 @@ public struct CachedAttachment: Sendable, Equatable {
         return .object(o)
     }
 
-    /// Decodes a cache file; nil for anything that is not a complete cniCacheV1 entry.
+    /// Decodes a cache file; nil for anything that is not a complete cniCacheV1 entry. The names in it pass the
+    /// same validation as the runtime's input (they form cache paths and reach delegates), so a file cannot
+    /// smuggle `../` or a NUL into either.
     public init?(json: JSON) {
         guard let o = json.objectValue, o["kind"]?.stringValue == CachedAttachment.kind,
-              let cid = o["containerId"]?.stringValue, !cid.isEmpty,
-              let net = o["networkName"]?.stringValue, !net.isEmpty,
-              let ifn = o["ifName"]?.stringValue, !ifn.isEmpty,
+              let cid = o["containerId"]?.stringValue, let net = o["networkName"]?.stringValue,
+              let ifn = o["ifName"]?.stringValue, ResultCache.isValidKey(network: net, containerID: cid, ifname: ifn),
               let cfgText = o["config"]?.stringValue, let cfg = Base64.decode(cfgText)
         else { return nil }
         containerID = cid
@@ -73,7 +74,10 @@ public struct CachedAttachment: Sendable, Equatable {
         cniArgs = CNIArgs(json: o["cniArgs"])
         capabilityArgs = o["capabilityArgs"]?.objectValue ?? JSONObject()
         result = o["result"]
-        if let ow = o["plexusOwner"]?.objectValue, let n = ow["network"]?.stringValue, let i = ow["ifName"]?.stringValue {
+        if let ow = o["plexusOwner"] {
+            guard let n = ow["network"]?.stringValue, let i = ow["ifName"]?.stringValue,
+                  CNIValidation.isValidIdentifier(n), (try? CNIValidation.validateInterfaceName(i)) != nil
+            else { return nil }
             owner = Owner(network: n, ifname: i)
         }
     }
@@ -91,6 +95,21 @@ public struct ResultCache: Sendable {
         "\(directory)/\(network)-\(containerID)-\(ifname)"
     }
 
+    /// Whether the three names may form a cache path: a valid network name and container ID (`[a-zA-Z0-9][…_.-]*`)
+    /// and a valid interface name (no `/`, not `.`/`..`, no NUL or control characters).
+    public static func isValidKey(network: String, containerID: String, ifname: String) -> Bool {
+        CNIValidation.isValidIdentifier(network) && CNIValidation.isValidIdentifier(containerID)
+            && (try? CNIValidation.validateInterfaceName(ifname)) != nil
+    }
+
+    func checkedPath(network: String, containerID: String, ifname: String, _ operation: String) throws(SystemError) -> String {
+        guard ResultCache.isValidKey(network: network, containerID: containerID, ifname: ifname) else {
+            throw SystemError("\(operation) (invalid cache key \(CNIValidation.visible(network))/\(containerID)/\(CNIValidation.visible(ifname)))",
+                              errno: 22 /* EINVAL */)
+        }
+        return path(network: network, containerID: containerID, ifname: ifname)
+    }
+
     public enum ReadOutcome: Sendable, Equatable {
         case absent
         case corrupt(String)
@@ -98,18 +117,32 @@ public struct ResultCache: Sendable {
     }
 
     public func write(_ entry: CachedAttachment) throws(SystemError) {
-        try FileSystem.makeDirectories(directory, mode: 0o700)
-        try FileSystem.writeAtomically(path(network: entry.networkName, containerID: entry.containerID, ifname: entry.ifname),
-                                       entry.json.serializedBytes(), mode: 0o600)
+        let p = try checkedPath(network: entry.networkName, containerID: entry.containerID, ifname: entry.ifname, "write")
+        try FileSystem.makeOwnDirectory(directory, mode: 0o700)
+        try FileSystem.writeAtomically(p, entry.json.serializedBytes(), mode: 0o600)
     }
 
+    /// The entry for exactly this delegate attachment. A file at that path that names another one (a copy, a
+    /// link) is corrupt: acting on it would tear down somebody else's attachment.
     public func read(network: String, containerID: String, ifname: String) -> ReadOutcome {
-        readFile(path(network: network, containerID: containerID, ifname: ifname))
+        guard ResultCache.isValidKey(network: network, containerID: containerID, ifname: ifname) else {
+            return .corrupt("invalid cache key \(CNIValidation.visible(network))/\(containerID)/\(CNIValidation.visible(ifname))")
+        }
+        let p = path(network: network, containerID: containerID, ifname: ifname)
+        switch readFile(p) {
+        case .entry(let e) where e.networkName != network || e.containerID != containerID || e.ifname != ifname:
+            return .corrupt("\(p): holds the entry of \(e.networkName)/\(e.containerID)/\(e.ifname)")
+        case let other: return other
+        }
     }
 
+    /// Reads one cache file: never through a symlink, never a FIFO or device, at most 16 MiB.
     public func readFile(_ p: String) -> ReadOutcome {
+        guard FileSystem.isOwnDirectory(directory) else {
+            return FileSystem.exists(directory) ? .corrupt("\(directory) is not a directory") : .absent
+        }
         let bytes: [UInt8]
-        do { bytes = try FileSystem.read(p) } catch {
+        do { bytes = try FileSystem.readOwnFile(p) } catch {
             return error.isNotFound ? .absent : .corrupt(error.description)
         }
         guard let json = try? JSON.parse(bytes) else { return .corrupt("\(p): not valid JSON") }
@@ -118,14 +151,16 @@ public struct ResultCache: Sendable {
     }
 
     public func remove(network: String, containerID: String, ifname: String) throws(SystemError) {
-        try FileSystem.remove(path(network: network, containerID: containerID, ifname: ifname))
+        try FileSystem.remove(try checkedPath(network: network, containerID: containerID, ifname: ifname, "unlink"))
     }
 
     /// Every readable entry, optionally only those of `containerID` (libcni `GetCachedAttachments`: the file name
     /// must contain `-<cid>-` and the JSON must name the container exactly). Unreadable files are returned in
     /// `corrupt` so the caller can log them.
     public func list(containerID: String? = nil) -> (entries: [(path: String, entry: CachedAttachment)], corrupt: [String]) {
-        guard let names = try? FileSystem.list(directory) else { return ([], []) }
+        guard FileSystem.isOwnDirectory(directory), let names = try? FileSystem.list(directory) else {
+            return ([], FileSystem.exists(directory) ? ["\(directory) is not a directory"] : [])
+        }
         var entries: [(String, CachedAttachment)] = []
         var corrupt: [String] = []
         for name in names where !name.hasPrefix(".") {
@@ -134,6 +169,11 @@ public struct ResultCache: Sendable {
             switch readFile(p) {
             case .entry(let e):
                 if let cid = containerID, e.containerID != cid { continue }
+                // A copy under another entry's name is not that entry.
+                if p != path(network: e.networkName, containerID: e.containerID, ifname: e.ifname) {
+                    corrupt.append("\(p): holds the entry of \(e.networkName)/\(e.containerID)/\(e.ifname)")
+                    continue
+                }
                 entries.append((p, e))
             case .corrupt(let why): corrupt.append(why)
             case .absent: continue

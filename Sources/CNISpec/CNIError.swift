@@ -22,6 +22,16 @@ public struct CNIError: Error, Sendable, Equatable, CustomStringConvertible {
         public static let internalError = Code(rawValue: 999)
 
         public var description: String { String(rawValue) }
+
+        /// Whether a plugin may report this code: a well-known spec code (1-7, 11; 50 and 51 from STATUS), libcni's
+        /// 8 (invalid netns), or a plugin-specific code (100 and above). 0, negative codes and the unassigned
+        /// reserved ones (9, 10, 12-49, 52-99) are not valid CNI errors.
+        public var isValidPluginCode: Bool {
+            switch rawValue {
+            case 1...8, 11, 50, 51: return true
+            default: return rawValue >= 100
+            }
+        }
     }
 
     public var code: Code

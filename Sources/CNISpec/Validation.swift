@@ -35,13 +35,42 @@ public enum CNIValidation {
         for s in name.unicodeScalars where s == "/" || s == ":" || s.properties.isWhitespace {
             throw CNIError(.invalidEnvironment, "interface name contains / or : or whitespace characters", details: name)
         }
+        if hasControlCharacters(name) {
+            throw CNIError(.invalidEnvironment, "interface name contains NUL or control characters", details: visible(name))
+        }
     }
 
-    /// A plugin `type` must name a binary, never a path: no `/`, `\`, and not `.`/`..`.
+    /// Whether `s` holds NUL or another control character (C0, DEL, C1). Such a character never belongs in a
+    /// name that becomes a path or an exec: NUL would cut the C string short, the others forge log lines.
+    public static func hasControlCharacters(_ s: String) -> Bool {
+        s.unicodeScalars.contains { $0.value < 0x20 || ($0.value >= 0x7F && $0.value < 0xA0) }
+    }
+
+    /// `s` with control characters written as `\xNN`, safe to put in a message.
+    public static func visible(_ s: String) -> String {
+        var out = ""
+        for u in s.unicodeScalars {
+            if u.value < 0x20 || (u.value >= 0x7F && u.value < 0xA0) { out += "\\x" + String(u.value, radix: 16) } else { out.unicodeScalars.append(u) }
+        }
+        return out
+    }
+
+    /// A plugin `type` must name a binary, never a path: no `/`, `\`, `..`, NUL or control characters.
     public static func validatePluginType(_ type: String) throws(CNIError) {
         if type.isEmpty { throw CNIError(.invalidNetworkConfig, "plugin type is empty") }
+        if hasControlCharacters(type) {
+            throw CNIError(.invalidNetworkConfig, "invalid plugin type (NUL or control characters)", details: visible(type))
+        }
         if type.contains("/") || type.contains("\\") || type == "." || type == ".." || type.contains("..") {
             throw CNIError(.invalidNetworkConfig, "invalid plugin type (path components are not allowed)", details: type)
+        }
+    }
+
+    /// A configured path (`cniDir`, `binDir`, `logFile`…): non-empty and without NUL or control characters.
+    public static func validatePath(_ path: String, key: String) throws(CNIError) {
+        if hasControlCharacters(path) {
+            throw CNIError(.invalidNetworkConfig, "configuration key \"\(key)\" holds NUL or control characters",
+                           details: visible(path))
         }
     }
 }
@@ -69,6 +98,15 @@ public struct CNIArgs: Sendable, Equatable {
     }
 
     public subscript(key: String) -> String? { pairs.last(where: { $0.key == key })?.value }
+
+    /// Keys a runtime sets for the one interface it asked for (podman's `--ip`/`--mac-address`, static IPAM's
+    /// gateway): they belong to that interface's network only.
+    public static let perInterfaceKeys: Set<String> = ["IP", "MAC", "GATEWAY"]
+
+    /// The pairs without the per-interface keys: what the networks the runtime did not ask for receive.
+    public var withoutPerInterfaceKeys: CNIArgs {
+        CNIArgs(pairs: pairs.filter { !CNIArgs.perInterfaceKeys.contains($0.key.uppercased()) })
+    }
 
     public var encoded: String { pairs.map { "\($0.key)=\($0.value)" }.joined(separator: ";") }
 

@@ -31,9 +31,13 @@ public struct PlannedNetwork: Sendable, Equatable {
     public var resourceName: String?
     /// Gateways requested through the selection's `default-route`, if any.
     public var defaultRoute: [String]?
+    /// Whether Plexus chose `ifname` (`net<i>`) rather than the runtime or the pod's selection: only such a name
+    /// may be changed to avoid an interface another attachment of the container already uses.
+    public var ifnameGenerated: Bool
 
     public init(list: NetworkConfigList, ifname: String, capabilityArgs: JSONObject = JSONObject(),
-                displayName: String? = nil, isDefault: Bool = false, resourceName: String? = nil, defaultRoute: [String]? = nil) {
+                displayName: String? = nil, isDefault: Bool = false, resourceName: String? = nil, defaultRoute: [String]? = nil,
+                ifnameGenerated: Bool = false) {
         self.list = list
         self.ifname = ifname
         self.capabilityArgs = capabilityArgs
@@ -41,6 +45,7 @@ public struct PlannedNetwork: Sendable, Equatable {
         self.isDefault = isDefault
         self.resourceName = resourceName
         self.defaultRoute = defaultRoute
+        self.ifnameGenerated = ifnameGenerated
     }
 }
 
@@ -104,7 +109,9 @@ public struct AttachmentRecord: Sendable, Equatable {
         guard let o = json.objectValue, o["kind"]?.stringValue == AttachmentRecord.kind,
               let net = o["network"]?.stringValue, let cid = o["containerId"]?.stringValue,
               let ifn = o["ifName"]?.stringValue, let nets = o["networks"]?.arrayValue,
-              let state = o["state"]?.stringValue.flatMap(State.init(rawValue:))
+              let state = o["state"]?.stringValue.flatMap(State.init(rawValue:)),
+              // The key forms the record's path and names the attachment to act on: it passes the runtime's rules.
+              ResultCache.isValidKey(network: net, containerID: cid, ifname: ifn)
         else { return nil }
         key = AttachmentKey(network: net, containerID: cid, ifname: ifn)
         netns = o["netns"]?.stringValue ?? ""
@@ -114,7 +121,8 @@ public struct AttachmentRecord: Sendable, Equatable {
         var planned: [PlannedNetwork] = []
         for n in nets {
             guard let ifname = n["ifName"]?.stringValue, let cfg = n["config"]?.stringValue.flatMap(Base64.decode),
-                  let list = try? NetworkConfigList(bytes: cfg, source: "cached plan")
+                  let list = try? NetworkConfigList(bytes: cfg, source: "cached plan"),
+                  ResultCache.isValidKey(network: list.name, containerID: cid, ifname: ifname)
             else { return nil }
             planned.append(PlannedNetwork(
                 list: list, ifname: ifname, capabilityArgs: n["capabilityArgs"]?.objectValue ?? JSONObject(),
@@ -141,16 +149,32 @@ public struct AttachmentStore: Sendable {
     }
 
     public func write(_ record: AttachmentRecord) throws(SystemError) {
-        try FileSystem.makeDirectories(directory, mode: 0o700)
+        guard ResultCache.isValidKey(network: record.key.network, containerID: record.key.containerID, ifname: record.key.ifname) else {
+            throw SystemError("write (invalid attachment key)", errno: 22 /* EINVAL */)
+        }
+        try FileSystem.makeOwnDirectory(directory, mode: 0o700)
         // The plan must outlive a crash or power loss of the node, since it is what lets DEL find every network.
         try FileSystem.writeAtomically(path(record.key), record.json.serializedBytes(), mode: 0o600, durableRename: true)
     }
 
-    public func read(_ key: AttachmentKey) -> ReadOutcome { readFile(path(key)) }
+    /// The record of exactly this attachment. A file at its path that holds another attachment's record (a
+    /// copy, or a link to it) is corrupt: a DEL must never act on another container's networks.
+    public func read(_ key: AttachmentKey) -> ReadOutcome {
+        let p = path(key)
+        switch readFile(p) {
+        case .record(let r) where r.key != key:
+            return .corrupt("\(p): holds the record of \(r.key)")
+        case let other: return other
+        }
+    }
 
+    /// Reads one record file: never through a symlink, never a FIFO or device, at most 16 MiB.
     func readFile(_ p: String) -> ReadOutcome {
+        guard FileSystem.isOwnDirectory(directory) else {
+            return FileSystem.exists(directory) ? .corrupt("\(directory) is not a directory") : .absent
+        }
         let bytes: [UInt8]
-        do { bytes = try FileSystem.read(p) } catch {
+        do { bytes = try FileSystem.readOwnFile(p) } catch {
             return error.isNotFound ? .absent : .corrupt(error.description)
         }
         guard let json = try? JSON.parse(bytes) else { return .corrupt("\(p): not valid JSON") }
@@ -162,13 +186,26 @@ public struct AttachmentStore: Sendable {
 
     /// All readable records of Plexus network `network`, and the paths of unreadable ones.
     public func list(network: String) -> (records: [AttachmentRecord], corrupt: [String]) {
-        guard let names = try? FileSystem.list(directory) else { return ([], []) }
+        listMatching(prefix: network + "-") { $0.key.network == network }
+    }
+
+    /// Readable records of other attachments of container `containerID` than `key` (other Plexus networks a
+    /// runtime attached to the same container), and the paths of unreadable files that may belong to it.
+    public func others(of key: AttachmentKey) -> (records: [AttachmentRecord], corrupt: [String]) {
+        listMatching(containing: "-\(key.containerID)-") { $0.key.containerID == key.containerID && $0.key != key }
+    }
+
+    func listMatching(prefix: String = "", containing: String? = nil,
+                      _ include: (AttachmentRecord) -> Bool) -> (records: [AttachmentRecord], corrupt: [String]) {
+        guard FileSystem.isOwnDirectory(directory), let names = try? FileSystem.list(directory) else { return ([], []) }
         var records: [AttachmentRecord] = []
         var corrupt: [String] = []
-        for name in names where name.hasPrefix(network + "-") {
+        for name in names where !name.hasPrefix(".") && name.hasPrefix(prefix) && (containing.map { name.contains($0) } ?? true) {
             let p = "\(directory)/\(name)"
             switch readFile(p) {
-            case .record(let r) where r.key.network == network: records.append(r)
+            // A record is only valid at its own path: a copy under another name is not that attachment.
+            case .record(let r) where path(r.key) != p: corrupt.append(p)
+            case .record(let r) where include(r): records.append(r)
             case .corrupt: corrupt.append(p)
             default: continue
             }

@@ -40,6 +40,10 @@ public enum Dispatcher {
                 config = try PlexusConfig(bytes: stdin)
                 configVersion = config.cniVersion
                 try gate(config: config, command: invocation.command)
+                switch invocation.command {
+                case .del, .gc: break  // teardown proceeds with the defaults; logged below
+                default: if let problem = config.settingProblems.first { throw problem }
+                }
             } catch {
                 // Name the pod/container in configuration errors too (GC and STATUS have neither).
                 switch invocation.command {
@@ -48,6 +52,9 @@ public enum Dispatcher {
                 }
             }
             configure(services.logger, config: config, invocation: invocation)
+            for problem in config.settingProblems {
+                services.logger.warning("ignoring an invalid setting, using its default", [("error", problem.description)])
+            }
             let started = Clock.monotonicNanoseconds()
             let plexus = Plexus(config: config, invocation: invocation, executor: services.makeExecutor(config),
                                 planner: invocation.command == .add ? try services.makePlanner(config, invocation, services.logger) : nil,

@@ -29,7 +29,7 @@ public struct KubernetesPlanner: NetworkPlanner {
             return try LocalPlanner(loader: loader).plan(config: config, invocation: invocation)
         }
         // The planning phase's API budget starts now (after any readiness wait).
-        api.setDeadline(Clock.monotonicNanoseconds() + Int64(config.apiDeadlineSeconds * 1e9))
+        api.setDeadline(Clock.deadline(afterSeconds: config.apiDeadlineSeconds))
         let podJSON: JSON
         do { podJSON = try api.getPod(namespace: pod.namespace, name: pod.name) } catch {
             throw CNIError(kubeCode(error), "cannot get pod \(pod)", details: error.description)
@@ -70,6 +70,7 @@ public struct KubernetesPlanner: NetworkPlanner {
         if let override = selection.defaultNetwork, !planned.isEmpty {
             var n = try nadNetwork(override)
             n.ifname = invocation.ifname
+            n.ifnameGenerated = false
             n.capabilityArgs = merged(config.runtimeConfig, n.capabilityArgs)
             n.isDefault = true
             planned[0] = n
@@ -130,7 +131,7 @@ public struct KubernetesPlanner: NetworkPlanner {
         let list = try NetworkConfigList(json: .object(object), source: "NetworkAttachmentDefinition \(ref.qualifiedName)")
         return PlannedNetwork(list: list, ifname: ref.ifname, capabilityArgs: caps, displayName: ref.qualifiedName,
                               isDefault: ref.isDefaultNetwork, resourceName: delegate.resourceName,
-                              defaultRoute: ref.request.defaultRoute)
+                              defaultRoute: ref.request.defaultRoute, ifnameGenerated: !ref.ifnameRequested)
     }
 
     func merged(_ a: JSONObject, _ b: JSONObject) -> JSONObject {
@@ -181,7 +182,7 @@ public struct NetworkStatusReporter: AttachmentReporter {
             }
         }
         let value = NetworkStatus.annotationValue(for: inputs)
-        api.setDeadline(Clock.monotonicNanoseconds() + Int64(deadlineSeconds * 1e9))
+        api.setDeadline(Clock.deadline(afterSeconds: deadlineSeconds))
         do {
             _ = try api.patchPodAnnotations(namespace: pod.namespace, name: pod.name, annotations: [Self.annotation: value])
         } catch {

@@ -33,7 +33,7 @@ public final class KubernetesServices {
         do { try CurlTransport.loadLibrary() } catch {
             throw CNIError(.internalError, "cannot load libcurl for the Kubernetes API", details: error.description)
         }
-        let deadline = Clock.monotonicNanoseconds() + Int64(config.apiDeadlineSeconds * 1e9)
+        let deadline = Clock.deadline(afterSeconds: config.apiDeadlineSeconds)
         let c = KubeHTTPClient(config: kubeConfig, deadline: deadline, logger: logger)
         client = c
         return c

@@ -30,7 +30,7 @@ public struct LocalPlanner: NetworkPlanner {
         lists.enumerated().map { i, list in
             PlannedNetwork(list: list, ifname: i == 0 ? invocation.ifname : "net\(i)",
                            capabilityArgs: i == 0 ? config.runtimeConfig : JSONObject(),
-                           displayName: list.name, isDefault: i == 0)
+                           displayName: list.name, isDefault: i == 0, ifnameGenerated: i != 0)
         }
     }
 
@@ -89,7 +89,35 @@ public struct LocalPlanner: NetworkPlanner {
     }
 }
 
+/// Interfaces other attachments of the same container hold (another Plexus network the runtime attached, a
+/// delegate attachment the cache attributes to someone else), each with who holds it.
+public typealias InterfacesInUse = [String: String]
+
 extension Array where Element == PlannedNetwork {
+    /// Moves every generated name (`net<i>`) that another attachment of the container already uses to the lowest
+    /// free `net<k>`; a name the runtime or the pod asked for that is in use is a configuration error (code 7), so
+    /// an ADD never creates — and its rollback never deletes — an interface that is not its own.
+    func avoiding(_ inUse: InterfacesInUse) throws(CNIError) -> [PlannedNetwork] {
+        var taken = Set(inUse.keys)
+        for n in self where !n.ifnameGenerated {
+            if let holder = inUse[n.ifname] {
+                throw CNIError(.invalidNetworkConfig,
+                               "interface name \"\(n.ifname)\" of network \"\(n.displayName)\" is already used by \(holder) of this container")
+            }
+            taken.insert(n.ifname)
+        }
+        var out = self
+        for i in out.indices where out[i].ifnameGenerated {
+            if taken.contains(out[i].ifname) {
+                var k = 1
+                while taken.contains("net\(k)") { k += 1 }
+                out[i].ifname = "net\(k)"
+            }
+            taken.insert(out[i].ifname)
+        }
+        return out
+    }
+
     /// Interface names must be unique within an attachment (NPWG §4.1.2.1.5).
     func validateUniqueInterfaces() throws(CNIError) {
         var seen: [String: String] = [:]

@@ -48,8 +48,16 @@ public final class Plexus {
     func fail(_ e: CNIError) -> CNIError { e.prefixed(invocation.subject) }
 
     func runtimeConf(_ n: PlannedNetwork, netns: String, cniArgs: CNIArgs) -> RuntimeConf {
-        RuntimeConf(containerID: invocation.containerID, netns: netns, ifname: n.ifname, cniArgs: cniArgs,
+        RuntimeConf(containerID: invocation.containerID, netns: netns, ifname: n.ifname,
+                    cniArgs: Plexus.cniArgs(for: n, runtimeArgs: cniArgs, clusterIfname: invocation.ifname),
                     capabilityArgs: n.capabilityArgs)
+    }
+
+    /// `CNI_ARGS` for one delegate network. The runtime's per-interface args (`IP=`, `MAC=`…) are for the interface
+    /// it asked for, the cluster network's; every other network gets the rest (its own requests come from its
+    /// selection element). Multus forwards them to every delegate, which makes two networks claim one IP or MAC.
+    static func cniArgs(for n: PlannedNetwork, runtimeArgs: CNIArgs, clusterIfname: String) -> CNIArgs {
+        n.ifname == clusterIfname ? runtimeArgs : runtimeArgs.withoutPerInterfaceKeys
     }
 
     // MARK: ADD
@@ -69,8 +77,9 @@ public final class Plexus {
 
         let networks: [PlannedNetwork]
         do {
-            networks = try planner.plan(config: config, invocation: invocation)
-            try networks.validateUniqueInterfaces()
+            let planned = try planner.plan(config: config, invocation: invocation)
+            try planned.validateUniqueInterfaces()
+            networks = try planned.avoiding(interfacesInUse())
         } catch { throw fail(error) }
         if networks.isEmpty { throw fail(CNIError(.invalidNetworkConfig, "no networks to attach")) }
 
@@ -85,7 +94,8 @@ public final class Plexus {
             let started = Clock.monotonicNanoseconds()
             do {
                 let result = try runner.add(n.list, runtimeConf(n, netns: invocation.netns, cniArgs: invocation.cniArgs))
-                try writeCache(n, result: result, netns: invocation.netns, cniArgs: invocation.cniArgs)
+                try writeCache(n, result: result, netns: invocation.netns,
+                               cniArgs: Plexus.cniArgs(for: n, runtimeArgs: invocation.cniArgs, clusterIfname: invocation.ifname))
                 attached.append((n, result))
                 logger.verbose("network added", [("network", n.displayName), ("ifname", n.ifname),
                                                   ("ms", millis(since: started))])
@@ -110,11 +120,30 @@ public final class Plexus {
         }
     }
 
+    /// This attachment's identity as recorded in the result cache (`plexusOwner`).
+    var owner: CachedAttachment.Owner { .init(network: config.name, ifname: invocation.ifname) }
+
+    /// The interfaces of this container that other attachments hold: other Plexus attachments' records (another
+    /// Plexus network the runtime attached to the same container) and result-cache entries of this container
+    /// that belong to another attachment or to no Plexus attachment at all.
+    func interfacesInUse() -> InterfacesInUse {
+        var inUse: InterfacesInUse = [:]
+        let others = store.others(of: key)
+        for r in others.records {
+            inUse[r.key.ifname] = "Plexus attachment \(r.key)"
+            for n in r.networks { inUse[n.ifname] = "network \"\(n.list.name)\" of Plexus attachment \(r.key)" }
+        }
+        for (_, e) in cache.list(containerID: invocation.containerID).entries where e.owner != owner {
+            let holder = e.owner.map { "Plexus attachment \($0.network)/\(invocation.containerID)/\($0.ifname)" } ?? "a non-Plexus attachment"
+            inUse[e.ifname] = "network \"\(e.networkName)\" of \(holder)"
+        }
+        return inUse
+    }
+
     func writeCache(_ n: PlannedNetwork, result: JSON?, netns: String, cniArgs: CNIArgs) throws(CNIError) {
         let entry = CachedAttachment(containerID: invocation.containerID, networkName: n.list.name, ifname: n.ifname,
                                      config: n.list.bytes, netns: netns, cniArgs: cniArgs,
-                                     capabilityArgs: n.capabilityArgs, result: result,
-                                     owner: .init(network: config.name, ifname: invocation.ifname))
+                                     capabilityArgs: n.capabilityArgs, result: result, owner: owner)
         do { try cache.write(entry) } catch {
             throw CNIError(.ioFailure, "cannot cache result of network \"\(n.displayName)\"", details: error.description)
         }
@@ -171,7 +200,7 @@ public final class Plexus {
     func reconstructRecord() throws(CNIError) -> (AttachmentRecord, bestEffort: Set<String>) {
         let (entries, corrupt) = cache.list(containerID: invocation.containerID)
         for c in corrupt { logger.error("ignoring unreadable result cache file", [("reason", c)]) }
-        let owned = entries.filter { $0.entry.owner == .init(network: config.name, ifname: invocation.ifname) }
+        let owned = entries.filter { $0.entry.owner == owner }
         var networks: [PlannedNetwork] = []
         for (_, e) in owned {
             guard let list = try? NetworkConfigList(bytes: e.config, source: "cached config") else { continue }
@@ -180,9 +209,13 @@ public final class Plexus {
         // Add the networks of the current configuration that the cache does not account for (a result file may be
         // corrupt too), so nothing Plexus' own configuration attaches can be skipped.
         var bestEffort: Set<String> = []
+        // A configured network whose interface another attachment of the container holds was never ours under
+        // that name (its ADD moved to a free `net<k>`, or it is the other attachment's): a DEL of it would tear
+        // the other attachment down.
+        let inUse = interfacesInUse()
         do {
             for n in try localPlanner.plan(config: config, invocation: invocation)
-            where !networks.contains(where: { $0.ifname == n.ifname && $0.list.name == n.list.name }) {
+            where !networks.contains(where: { $0.ifname == n.ifname && $0.list.name == n.list.name }) && inUse[n.ifname] == nil {
                 networks.append(n)
                 bestEffort.insert(n.ifname)
             }
@@ -206,22 +239,32 @@ public final class Plexus {
     /// entries go only after their DEL succeeded; the record goes when everything succeeded, otherwise it is
     /// rewritten with the networks still to delete. Returns the failures.
     func teardown(_ record: AttachmentRecord, bestEffort: Set<String> = []) -> [CNIError] {
-        let order = Array(record.networks.reversed())
+        let recordOwner = CachedAttachment.Owner(network: record.key.network, ifname: record.key.ifname)
+        var order: [PlannedNetwork] = []
         var prevs: [JSON?] = []
-        for n in order {
+        for n in record.networks.reversed() {
             switch cache.read(network: n.list.name, containerID: record.key.containerID, ifname: n.ifname) {
+            case .entry(let e) where e.owner != nil && e.owner != recordOwner:
+                // Another Plexus attachment of this container holds this delegate attachment: it is not ours to
+                // delete (nor its cache entry).
+                logger.error("not deleting a delegate attachment that belongs to another attachment",
+                             [("network", n.displayName), ("ifname", n.ifname),
+                              ("owner", e.owner.map { "\($0.network)/\($0.ifname)" } ?? "")])
+                continue
             case .entry(let e): prevs.append(e.result)
             case .corrupt(let why):
                 logger.error("ignoring unreadable result cache file", [("reason", why)])
                 prevs.append(nil)
             case .absent: prevs.append(nil)
             }
+            order.append(n)
         }
         let runner = self.runner
         let jobs: [() -> CNIError?] = zip(order, prevs).map { n, prev in
             {
                 let rt = RuntimeConf(containerID: record.key.containerID, netns: record.netns, ifname: n.ifname,
-                                     cniArgs: record.cniArgs, capabilityArgs: n.capabilityArgs)
+                                     cniArgs: Plexus.cniArgs(for: n, runtimeArgs: record.cniArgs, clusterIfname: record.key.ifname),
+                                     capabilityArgs: n.capabilityArgs)
                 do throws(CNIError) { try runner.del(n.list, rt, prevResult: prev) } catch { return error }
                 return nil
             }
@@ -301,7 +344,7 @@ public final class Plexus {
 
     func waitForReadiness() throws(CNIError) {
         guard let file = config.readinessIndicatorFile else { return }
-        let deadline = Clock.monotonicNanoseconds() + Int64(config.readinessTimeoutSeconds * 1e9)
+        let deadline = Clock.deadline(afterSeconds: config.readinessTimeoutSeconds)
         while !FileSystem.exists(file) {
             if Clock.monotonicNanoseconds() >= deadline {
                 throw fail(CNIError(.tryAgainLater, "readiness indicator file \(file) did not appear within \(config.readinessTimeoutSeconds) s"))

@@ -33,6 +33,15 @@ public struct PlexusConfig: Sendable {
     /// Tear independent networks down concurrently on DEL and rollback (each chain still in reverse order).
     public var parallelTeardown = true
 
+    /// The longest duration a timeout key accepts (one day): anything longer is a mistake, and far beyond it the
+    /// value would no longer fit a deadline in nanoseconds.
+    public static let maximumDurationSeconds = 86_400.0
+
+    /// Tuning keys with a value Plexus cannot use (wrong type, not positive, too large), each left at its default.
+    /// ADD, CHECK and STATUS refuse such a configuration (code 7); DEL and GC log it and go on with the
+    /// defaults, so teardown always proceeds.
+    public var settingProblems: [CNIError] = []
+
     /// Injected by the runtime.
     public var runtimeConfig = JSONObject()
     public var prevResult: JSON?
@@ -89,9 +98,14 @@ public struct PlexusConfig: Sendable {
         }
         if let v = try r.string("multusNamespace"), !v.isEmpty { multusNamespace = v }
         kubeconfig = try r.string("kubeconfig").flatMap { $0.isEmpty ? nil : $0 }
-        if let v = try r.number("delegateTimeoutSeconds") { delegateTimeoutSeconds = v }
-        if let v = try r.number("readinessTimeoutSeconds") { readinessTimeoutSeconds = v }
-        if let v = try r.number("apiDeadlineSeconds") { apiDeadlineSeconds = v }
+        func duration(_ key: String, _ value: inout Double) {
+            do throws(CNIError) {
+                if let v = try r.duration(key, maximum: PlexusConfig.maximumDurationSeconds) { value = v }
+            } catch { settingProblems.append(error) }
+        }
+        duration("delegateTimeoutSeconds", &delegateTimeoutSeconds)
+        duration("readinessTimeoutSeconds", &readinessTimeoutSeconds)
+        duration("apiDeadlineSeconds", &apiDeadlineSeconds)
         if let v = try r.bool("parallelTeardown") { parallelTeardown = v }
         if let v = try r.object("runtimeConfig") { runtimeConfig = v }
         prevResult = o["prevResult"].flatMap { $0.isNull ? nil : $0 }
@@ -109,6 +123,13 @@ public struct PlexusConfig: Sendable {
             }
             validAttachments = valid
         }
+        // Paths and network references reach the C boundary: no NUL or control characters.
+        for (key, value) in [("confDir", confDir), ("cniDir", cniDir), ("binDir", binDir), ("logFile", logFile ?? ""),
+                             ("readinessindicatorfile", readinessIndicatorFile ?? ""), ("kubeconfig", kubeconfig ?? ""),
+                             ("clusterNetwork", clusterNetwork ?? "")] {
+            try CNIValidation.validatePath(value, key: key)
+        }
+        for v in defaultNetworks { try CNIValidation.validatePath(v, key: "defaultNetworks") }
         if delegates.isEmpty && clusterNetwork == nil {
             throw CNIError(.invalidNetworkConfig, "at least one of \"delegates\" or \"clusterNetwork\" must be set", details: name)
         }
@@ -148,13 +169,18 @@ struct KeyReader {
         }
     }
 
-    func number(_ key: String) throws(CNIError) -> Double? {
+    /// A duration in seconds: a JSON number above 0 and at most `maximum`. The literal is checked as text first,
+    /// so `1e400` (infinite as a `Double`), NaN-like input or `-0` never reach an arithmetic conversion.
+    func duration(_ key: String, maximum: Double) throws(CNIError) -> Double? {
         switch object[key] {
         case nil, .null?: return nil
         case .number(let n)?:
-            guard let d = Double(n), d > 0 else { throw KeyReader.typeError(key, expected: "a positive number", got: .number(n)) }
+            guard let d = Double(n), d.isFinite, d > 0, d <= maximum else {
+                throw CNIError(.invalidNetworkConfig, "configuration key \"\(key)\" must be a number of seconds above 0 and at most \(Int(maximum))",
+                               details: "got \(n)")
+            }
             return d
-        case let v?: throw KeyReader.typeError(key, expected: "a number", got: v)
+        case let v?: throw KeyReader.typeError(key, expected: "a number of seconds", got: v)
         }
     }
 

@@ -5,17 +5,60 @@ internal import CSystemShim
 
 /// File-system primitives for everything Plexus persists. Writes are atomic (temp file in the same directory,
 /// fsync, rename, fsync of the directory) so a crash or reboot never leaves a half-written file behind.
+///
+/// Every path crosses into C here. A path with a NUL byte would be cut short at the C boundary (`"bin/evil\0x"`
+/// would name `bin/evil`), so each primitive refuses one with `EINVAL` instead of acting on another file.
 public enum FileSystem {
-    /// Reads a whole file. Throws `SystemError` (check `isNotFound`) when it cannot be opened or read.
-    public static func read(_ path: String, limit: Int = 64 << 20) throws(SystemError) -> [UInt8] {
-        let fd = retryingEINTR { px_open(path, O_RDONLY | O_CLOEXEC, 0) }
+    /// The default bound on a file read into memory.
+    public static let defaultReadLimit = 64 << 20
+
+    /// Whether `s` can cross the C boundary unchanged (no NUL byte).
+    public static func isCSafe(_ s: String) -> Bool { !s.utf8.contains(0) }
+
+    static func checkPath(_ path: String, _ operation: String) throws(SystemError) {
+        if !isCSafe(path) { throw SystemError(operation, path: printable(path), errno: EINVAL) }
+    }
+
+    /// `path` with NUL and control bytes made visible, for messages.
+    static func printable(_ path: String) -> String {
+        var out = ""
+        for u in path.unicodeScalars {
+            if u.value < 0x20 || u.value == 0x7F { out += "\\x" + String(u.value, radix: 16) } else { out.unicodeScalars.append(u) }
+        }
+        return out
+    }
+
+    /// Reads a whole regular file (a symlink to one is followed: kubeconfigs and projected tokens are symlinks).
+    /// Anything that is not a regular file (FIFO, device, directory) is refused without blocking on it, and at
+    /// most `limit` bytes are read. Throws `SystemError` (check `isNotFound`).
+    public static func read(_ path: String, limit: Int = defaultReadLimit) throws(SystemError) -> [UInt8] {
+        try readRegular(path, followLinks: true, limit: limit)
+    }
+
+    /// Reads a file Plexus itself wrote (cache, records): like `read`, but a symlink is refused too (`ELOOP`), so a
+    /// planted link can neither redirect the read nor make it block on a FIFO.
+    public static func readOwnFile(_ path: String, limit: Int = 16 << 20) throws(SystemError) -> [UInt8] {
+        try readRegular(path, followLinks: false, limit: limit)
+    }
+
+    static func readRegular(_ path: String, followLinks: Bool, limit: Int) throws(SystemError) -> [UInt8] {
+        try checkPath(path, "open")
+        // O_NONBLOCK: opening a FIFO for reading must not wait for a writer; the type check below refuses it.
+        var flags = O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY
+        if !followLinks { flags |= O_NOFOLLOW }
+        let fd = retryingEINTR { px_open(path, flags, 0) }
         if fd < 0 { throw SystemError.last("open", path: path) }
         defer { close(fd) }
+        var st = stat()
+        if fstat(fd, &st) != 0 { throw SystemError.last("fstat", path: path) }
+        if (st.st_mode & S_IFMT) != S_IFREG { throw SystemError("open (not a regular file)", path: path, errno: EINVAL) }
+        if st.st_size > limit { throw SystemError("read", path: path, errno: EFBIG) }
+        _ = px_set_nonblocking(fd, 0)
         return try readAll(fd: fd, path: path, limit: limit)
     }
 
-    /// Reads from `fd` until EOF.
-    public static func readAll(fd: Int32, path: String = "<fd>", limit: Int = 64 << 20) throws(SystemError) -> [UInt8] {
+    /// Reads from `fd` until EOF, at most `limit` bytes.
+    public static func readAll(fd: Int32, path: String = "<fd>", limit: Int = defaultReadLimit) throws(SystemError) -> [UInt8] {
         var out: [UInt8] = []
         var chunk = [UInt8](repeating: 0, count: 16384)
         while true {
@@ -33,12 +76,20 @@ public enum FileSystem {
 
     /// Writes `bytes` to `path` atomically with the given mode: temp file, fsync, rename. With `durableRename` the
     /// directory is fsynced too, so the rename itself survives a power loss (costs about 1 ms here); without it
-    /// the rename reaches the disk with the file system's next journal commit.
+    /// the rename reaches the disk with the file system's next journal commit. The temp file is created
+    /// exclusively and never through a symlink; the rename replaces a link at `path` rather than following it.
     public static func writeAtomically(_ path: String, _ bytes: [UInt8], mode: UInt32 = 0o600,
                                        durableRename: Bool = false) throws(SystemError) {
+        try checkPath(path, "open")
         let dir = directoryName(of: path)
         let tmp = "\(dir)/.\(baseName(of: path)).tmp.\(getpid())"
-        let fd = retryingEINTR { px_open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, Int32(mode)) }
+        let flags = O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC
+        var fd = retryingEINTR { px_open(tmp, flags, Int32(mode)) }
+        if fd < 0 && px_errno() == EEXIST {
+            // Left by a crashed process with our pid, or planted: it is ours to replace, never to follow.
+            unlink(tmp)
+            fd = retryingEINTR { px_open(tmp, flags, Int32(mode)) }
+        }
         if fd < 0 { throw SystemError.last("open", path: tmp) }
         var ok = false
         defer {
@@ -68,6 +119,7 @@ public enum FileSystem {
 
     /// fsync of a directory, so a rename in it is durable. Best effort: failures are ignored.
     public static func syncDirectory(_ dir: String) {
+        guard isCSafe(dir) else { return }
         let fd = px_open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0)
         if fd >= 0 {
             _ = fsync(fd)
@@ -75,41 +127,71 @@ public enum FileSystem {
         }
     }
 
-    /// Removes a file. A missing file is not an error.
+    /// Removes a file (a symlink itself, never its target). A missing file is not an error.
     public static func remove(_ path: String) throws(SystemError) {
+        try checkPath(path, "unlink")
         if unlink(path) != 0 && px_errno() != ENOENT { throw SystemError.last("unlink", path: path) }
     }
 
     /// Creates a directory and its parents with `mode` (existing directories are left as they are).
     public static func makeDirectories(_ path: String, mode: UInt32 = 0o700) throws(SystemError) {
+        try checkPath(path, "mkdir")
         if isDirectory(path) { return }
         let parent = directoryName(of: path)
         if parent != path && !parent.isEmpty && parent != "/" { try makeDirectories(parent, mode: mode) }
         if mkdir(path, mode_t(mode)) != 0 && px_errno() != EEXIST { throw SystemError.last("mkdir", path: path) }
     }
 
+    /// A directory Plexus owns inside its cache (`attachments/`, `results/`, `locks/`): created with `mode` (and
+    /// its parents) when missing; refused when something else — a symlink, which would redirect every file in it,
+    /// or a file — stands there.
+    public static func makeOwnDirectory(_ path: String, mode: UInt32 = 0o700) throws(SystemError) {
+        try checkPath(path, "mkdir")
+        var st = stat()
+        if lstat(path, &st) == 0 {
+            if (st.st_mode & S_IFMT) == S_IFDIR { return }
+            throw SystemError("mkdir (exists and is not a directory)", path: path, errno: ENOTDIR)
+        }
+        let parent = directoryName(of: path)
+        if parent != path && !parent.isEmpty && parent != "/" { try makeDirectories(parent, mode: mode) }
+        if mkdir(path, mode_t(mode)) != 0 && px_errno() != EEXIST { throw SystemError.last("mkdir", path: path) }
+        if lstat(path, &st) != 0 || (st.st_mode & S_IFMT) != S_IFDIR {
+            throw SystemError("mkdir (exists and is not a directory)", path: path, errno: ENOTDIR)
+        }
+    }
+
+    /// Whether `path` is a real directory (not a symlink to one).
+    public static func isOwnDirectory(_ path: String) -> Bool {
+        guard isCSafe(path) else { return false }
+        var st = stat()
+        return lstat(path, &st) == 0 && (st.st_mode & S_IFMT) == S_IFDIR
+    }
+
     /// Names in a directory (no `.`/`..`), sorted bytewise. Throws when the directory cannot be opened.
     public static func list(_ path: String) throws(SystemError) -> [String] {
+        try checkPath(path, "opendir")
         guard let d = opendir(path) else { throw SystemError.last("opendir", path: path) }
         defer { closedir(d) }
         var names: [String] = []
         while let e = readdir(d) {
             let name = withUnsafeBytes(of: e.pointee.d_name) { raw in
-                String(cString: raw.baseAddress!.assumingMemoryBound(to: CChar.self))
+                String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
             }
             if name != "." && name != ".." { names.append(name) }
         }
         return names.sorted { Array($0.utf8).lexicographicallyPrecedes(Array($1.utf8)) }
     }
 
-    public static func exists(_ path: String) -> Bool { access(path, F_OK) == 0 }
+    public static func exists(_ path: String) -> Bool { isCSafe(path) && access(path, F_OK) == 0 }
 
     public static func isDirectory(_ path: String) -> Bool {
+        guard isCSafe(path) else { return false }
         var st = stat()
         return stat(path, &st) == 0 && (st.st_mode & S_IFMT) == S_IFDIR
     }
 
     public static func isRegularFile(_ path: String) -> Bool {
+        guard isCSafe(path) else { return false }
         var st = stat()
         return stat(path, &st) == 0 && (st.st_mode & S_IFMT) == S_IFREG
     }

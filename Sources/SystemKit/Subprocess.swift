@@ -24,6 +24,10 @@ public enum Subprocess {
         path: String, arguments: [String], environment: [String], stdin: [UInt8],
         timeoutNanoseconds: Int64
     ) throws(SystemError) -> ProcessOutput {
+        // A NUL byte would cut the path, an argument or an environment entry short at the C boundary.
+        guard FileSystem.isCSafe(path), arguments.allSatisfy(FileSystem.isCSafe), environment.allSatisfy(FileSystem.isCSafe) else {
+            throw SystemError("spawn (NUL byte in path, argument or environment)", path: FileSystem.printable(path), errno: EINVAL)
+        }
         var pid: pid_t = 0
         var inFD: Int32 = -1, outFD: Int32 = -1, errFD: Int32 = -1
         let rc = withCStrings(arguments) { argv in
@@ -36,7 +40,7 @@ public enum Subprocess {
         var out: [UInt8] = [], err: [UInt8] = []
         var written = 0
         if stdin.isEmpty { close(inFD); inFD = -1 }
-        let deadline = px_monotonic_ns() + timeoutNanoseconds
+        let deadline = Clock.deadline(afterNanoseconds: timeoutNanoseconds)
         var timedOut = false
         var buf = [UInt8](repeating: 0, count: 16384)
         while outFD >= 0 || errFD >= 0 || inFD >= 0 {
@@ -123,6 +127,30 @@ public enum ProcessEnvironment {
 /// Monotonic and wall clocks.
 public enum Clock {
     public static func monotonicNanoseconds() -> Int64 { Int64(px_monotonic_ns()) }
+
+    /// The longest interval a deadline may span (about 292 years would overflow `Int64` nanoseconds; a century is
+    /// "never" for a CNI call and leaves room for the additions below).
+    public static let maximumIntervalNanoseconds: Int64 = 100 * 365 * 86_400 * 1_000_000_000
+
+    /// `seconds` as nanoseconds without trapping: nil for NaN, infinities and negative values; values beyond
+    /// `maximumIntervalNanoseconds` are clamped to it.
+    public static func nanoseconds(seconds: Double) -> Int64? {
+        guard seconds.isFinite, seconds >= 0 else { return nil }
+        let ns = seconds * 1e9
+        if ns >= Double(maximumIntervalNanoseconds) { return maximumIntervalNanoseconds }
+        return Int64(ns)
+    }
+
+    /// The monotonic instant `nanoseconds` from now, saturating instead of overflowing.
+    public static func deadline(afterNanoseconds nanoseconds: Int64) -> Int64 {
+        let (sum, overflow) = monotonicNanoseconds().addingReportingOverflow(max(0, nanoseconds))
+        return overflow ? Int64.max : sum
+    }
+
+    /// The monotonic instant `seconds` from now (see `nanoseconds(seconds:)`; an invalid value means now).
+    public static func deadline(afterSeconds seconds: Double) -> Int64 {
+        deadline(afterNanoseconds: nanoseconds(seconds: seconds) ?? 0)
+    }
 
     /// RFC 3339 UTC timestamp with milliseconds, e.g. `2026-11-22T20:27:40.123Z`.
     public static func timestamp() -> String {
