@@ -16,6 +16,7 @@ final class FakeExecutor: PluginExecutor, @unchecked Sendable {
         var containerID: String
         var netns: String
         var stdin: JSON
+        var cniArgs: String = ""
     }
 
     private(set) var calls: [Call] = []
@@ -37,7 +38,8 @@ final class FakeExecutor: PluginExecutor, @unchecked Sendable {
         let type = String(r.pluginPath.dropFirst("/fake/".count))
         lock.lock()
         defer { lock.unlock() }
-        calls.append(Call(command: r.command, type: type, ifname: r.ifname, containerID: r.containerID, netns: r.netns, stdin: stdin))
+        calls.append(Call(command: r.command, type: type, ifname: r.ifname, containerID: r.containerID, netns: r.netns, stdin: stdin,
+                          cniArgs: r.cniArgs))
         if let e = failures["\(r.command)/\(net)"] { throw e }
         let key = "\(net)/\(r.containerID)/\(r.ifname)"
         switch r.command {
