@@ -32,6 +32,7 @@ let package = Package(
         // C shims: each is imported by exactly one Swift wrapper module.
         .target(name: "CSystemShim"),
         .target(name: "CCurlShim", linkerSettings: [.linkedLibrary("dl")]),
+        .target(name: "CNetlinkShim", linkerSettings: [.linkedLibrary("dl")]),
 
         // CNI wire model: JSON, versions, configs, results, errors. No I/O.
         .target(name: "CNISpec"),
@@ -43,13 +44,15 @@ let package = Package(
         .target(name: "NetAttach", dependencies: ["CNISpec"]),
         // Kubernetes API client over libcurl (loaded lazily with dlopen).
         .target(name: "KubeClient", dependencies: ["CNISpec", "SystemKit", "CCurlShim"]),
+        // Netlink over libmnl (loaded lazily with dlopen): facts about a network namespace's links.
+        .target(name: "Netlink", dependencies: ["CNetlinkShim", "SystemKit"]),
         // The meta plugin: configuration, planning, execution, cache, dispatcher.
         .target(name: "PlexusCore", dependencies: ["CNISpec", "SystemKit", "CNIInvoke", "NetAttach", "KubeClient"]),
 
         // The node installer run by the DaemonSet: binaries, generated conflist, kubeconfig, watch, uninstall.
         .target(name: "PlexusInstall", dependencies: ["CNISpec", "SystemKit"]),
 
-        .executableTarget(name: "plexus", dependencies: ["PlexusCore", "SystemKit"], linkerSettings: fastStart),
+        .executableTarget(name: "plexus", dependencies: ["PlexusCore", "SystemKit", "Netlink"], linkerSettings: fastStart),
         .executableTarget(name: "plexus-install", dependencies: ["PlexusInstall", "SystemKit"], linkerSettings: fastStart),
         .executableTarget(name: "plexus-kubeconfig", dependencies: ["Yams"]),
         .executableTarget(name: "plexus-test-delegate", dependencies: ["CNISpec", "SystemKit"]),

@@ -14,15 +14,18 @@ public struct PlexusServices {
     /// A planner for ADD beyond the local one (Kubernetes), or nil.
     public var makePlanner: (PlexusConfig, CNIInvocation, Logger) throws(CNIError) -> (any NetworkPlanner)?
     public var makeReporter: (PlexusConfig, CNIInvocation, Logger) -> (any AttachmentReporter)?
+    /// Lists a netns' interfaces on ADD, so no generated name collides with one that exists; nil skips the check.
+    public var interfaceLister: (any InterfaceLister)?
     public var logger: Logger
 
     public init(makeExecutor: @escaping (PlexusConfig) -> any PluginExecutor,
                 makePlanner: @escaping (PlexusConfig, CNIInvocation, Logger) throws(CNIError) -> (any NetworkPlanner)? = { _, _, _ in nil },
                 makeReporter: @escaping (PlexusConfig, CNIInvocation, Logger) -> (any AttachmentReporter)? = { _, _, _ in nil },
-                logger: Logger) {
+                interfaceLister: (any InterfaceLister)? = nil, logger: Logger) {
         self.makeExecutor = makeExecutor
         self.makePlanner = makePlanner
         self.makeReporter = makeReporter
+        self.interfaceLister = interfaceLister
         self.logger = logger
     }
 }
@@ -59,7 +62,7 @@ public enum Dispatcher {
             let plexus = Plexus(config: config, invocation: invocation, executor: services.makeExecutor(config),
                                 planner: invocation.command == .add ? try services.makePlanner(config, invocation, services.logger) : nil,
                                 reporter: invocation.command == .add ? services.makeReporter(config, invocation, services.logger) : nil,
-                                logger: services.logger)
+                                interfaceLister: services.interfaceLister, logger: services.logger)
             var out: [UInt8] = []
             switch invocation.command {
             case .add:

@@ -102,7 +102,7 @@ extension Array where Element == PlannedNetwork {
         for n in self where !n.ifnameGenerated {
             if let holder = inUse[n.ifname] {
                 throw CNIError(.invalidNetworkConfig,
-                               "interface name \"\(n.ifname)\" of network \"\(n.displayName)\" is already used by \(holder) of this container")
+                               "interface name \"\(n.ifname)\" of network \"\(n.displayName)\" is already taken in this container (by \(holder))")
             }
             taken.insert(n.ifname)
         }

@@ -8,6 +8,12 @@ public protocol AttachmentReporter {
     func report(invocation: CNIInvocation, attached: [(network: PlannedNetwork, result: JSON)]) throws(CNIError)
 }
 
+/// Reads which interfaces exist in a network namespace (netlink in the real binary, a table in tests).
+public protocol InterfaceLister: Sendable {
+    /// The link names in the namespace at `netns`; throws when they cannot be read.
+    func interfaces(netns: String) throws(CNIError) -> [String]
+}
+
 /// The meta plugin: plans an attachment, records the plan, runs every network's chain, caches each result, rolls
 /// back on failure, and tears everything down from the cache on DEL. Dependencies come in through the initializer
 /// so every path runs in unit tests with fakes.
@@ -18,6 +24,7 @@ public final class Plexus {
     public let planner: any NetworkPlanner
     public let localPlanner: LocalPlanner
     public let reporter: (any AttachmentReporter)?
+    public let interfaceLister: (any InterfaceLister)?
     public let logger: Logger
     let store: AttachmentStore
     let cache: ResultCache
@@ -26,7 +33,8 @@ public final class Plexus {
     let sleep: (Int) -> Void
 
     public init(config: PlexusConfig, invocation: CNIInvocation, executor: any PluginExecutor,
-                planner: (any NetworkPlanner)? = nil, reporter: (any AttachmentReporter)? = nil, logger: Logger,
+                planner: (any NetworkPlanner)? = nil, reporter: (any AttachmentReporter)? = nil,
+                interfaceLister: (any InterfaceLister)? = nil, logger: Logger,
                 sleep: @escaping (Int) -> Void = { Clock.sleep(milliseconds: $0) }) {
         self.config = config
         self.invocation = invocation
@@ -34,6 +42,7 @@ public final class Plexus {
         self.localPlanner = LocalPlanner(loader: NetworkLoader(confDir: config.confDir))
         self.planner = planner ?? localPlanner
         self.reporter = reporter
+        self.interfaceLister = interfaceLister
         self.logger = logger
         self.store = AttachmentStore(cniDir: config.cniDir)
         self.cache = ResultCache(cniDir: config.cniDir)
@@ -79,7 +88,7 @@ public final class Plexus {
         do {
             let planned = try planner.plan(config: config, invocation: invocation)
             try planned.validateUniqueInterfaces()
-            networks = try planned.avoiding(interfacesInUse())
+            networks = try planned.avoiding(interfacesInUse(includingNetns: true))
         } catch { throw fail(error) }
         if networks.isEmpty { throw fail(CNIError(.invalidNetworkConfig, "no networks to attach")) }
 
@@ -124,10 +133,18 @@ public final class Plexus {
     var owner: CachedAttachment.Owner { .init(network: config.name, ifname: invocation.ifname) }
 
     /// The interfaces of this container that other attachments hold: other Plexus attachments' records (another
-    /// Plexus network the runtime attached to the same container) and result-cache entries of this container
-    /// that belong to another attachment or to no Plexus attachment at all.
-    func interfacesInUse() -> InterfacesInUse {
+    /// Plexus network the runtime attached to the same container), result-cache entries of this container that
+    /// belong to another attachment or to no Plexus attachment at all, and (on ADD) the links that already exist in
+    /// the netns. When the netns cannot be read the check is skipped (the delegates report a bad netns themselves).
+    func interfacesInUse(includingNetns: Bool = false) -> InterfacesInUse {
         var inUse: InterfacesInUse = [:]
+        if includingNetns, let lister = interfaceLister {
+            do throws(CNIError) {
+                for name in try lister.interfaces(netns: invocation.netns) { inUse[name] = "an existing interface of the netns" }
+            } catch {
+                logger.warning("cannot list the netns' interfaces", [("netns", invocation.netns), ("error", error.description)])
+            }
+        }
         let others = store.others(of: key)
         for r in others.records {
             inUse[r.key.ifname] = "Plexus attachment \(r.key)"

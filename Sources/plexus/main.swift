@@ -2,6 +2,7 @@
 // into the dispatcher. All behaviour lives in PlexusCore.
 import CNIInvoke
 import CNISpec
+import Netlink
 import PlexusCore
 import SystemKit
 
@@ -19,6 +20,15 @@ let logger = Logger(level: .error, toStderr: true)
 
 let kubernetes = KubernetesServices(environment: environment)
 
+/// The netns' links over netlink (libmnl is loaded only when an ADD asks).
+struct NetlinkInterfaces: InterfaceLister {
+    func interfaces(netns: String) throws(CNIError) -> [String] {
+        do { return try NetnsInterfaces.names(netnsPath: netns) } catch {
+            throw CNIError(.ioFailure, "cannot list the interfaces of \(netns)", details: error.description)
+        }
+    }
+}
+
 let services = PlexusServices(
     makeExecutor: { config in
         ProcessPluginExecutor(baseEnvironment: baseEnvironment, timeoutSeconds: config.delegateTimeoutSeconds)
@@ -29,6 +39,7 @@ let services = PlexusServices(
     makeReporter: { config, invocation, logger in
         kubernetes.reporter(config: config, invocation: invocation, logger: logger)
     },
+    interfaceLister: NetlinkInterfaces(),
     logger: logger)
 
 let outcome = Dispatcher.run(environment: environment, stdin: input, services: services)

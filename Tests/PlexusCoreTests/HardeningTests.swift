@@ -329,3 +329,51 @@ import Glibc
         #expect(dir.files("cache/results") == ["A-c1-eth0", "B-c1-net1"])
     }
 }
+
+/// A netns with a fixed set of links, or one that cannot be read.
+struct FakeLister: InterfaceLister {
+    var names: [String]?
+    func interfaces(netns: String) throws(CNIError) -> [String] {
+        guard let names else { throw CNIError(.ioFailure, "cannot list") }
+        return names
+    }
+}
+
+@Suite struct ExistingInterfacesTests {
+    func plexusWith(_ lister: FakeLister, _ cfg: PlexusConfig, _ inv: CNIInvocation, _ exec: FakeExecutor) -> Plexus {
+        Plexus(config: cfg, invocation: inv, executor: exec, interfaceLister: lister,
+               logger: Logger(level: .panic, toStderr: false), sleep: { _ in })
+    }
+
+    @Test func generatedNamesAvoidLinksThatExistInTheNetns() throws {
+        let dir = TempDir()
+        let exec = FakeExecutor()
+        let cfg = try makeConfig(dir, delegates: [net("a"), net("b"), net("c")])
+        _ = try plexusWith(FakeLister(names: ["lo", "net1", "net3"]), cfg, try invocation("ADD"), exec).add()
+        #expect(exec.calls.map(\.ifname) == ["eth0", "net2", "net4"])
+    }
+
+    @Test func aRequestedNameThatExistsIsCode7AndNothingRuns() throws {
+        let dir = TempDir()
+        let exec = FakeExecutor()
+        let cfg = try makeConfig(dir, delegates: [net("a"), net("b")])
+        do {
+            _ = try plexusWith(FakeLister(names: ["lo", "eth0"]), cfg, try invocation("ADD"), exec).add()
+            Issue.record("ADD succeeded")
+        } catch let e as CNIError {
+            #expect(e.code == .invalidNetworkConfig)
+            #expect(e.msg.contains("\"eth0\"") && e.msg.contains("existing interface"))
+        }
+        // No delegate ran, so no rollback DEL can take the existing eth0 down.
+        #expect(exec.calls.isEmpty)
+        #expect(dir.files("cache/attachments").isEmpty)
+    }
+
+    @Test func anUnreadableNetnsSkipsTheCheck() throws {
+        let dir = TempDir()
+        let exec = FakeExecutor()
+        let cfg = try makeConfig(dir, delegates: [net("a"), net("b")])
+        _ = try plexusWith(FakeLister(names: nil), cfg, try invocation("ADD"), exec).add()
+        #expect(exec.calls.map(\.ifname) == ["eth0", "net1"])
+    }
+}

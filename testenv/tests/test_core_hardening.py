@@ -212,3 +212,24 @@ def test_delegate_with_an_invalid_error_code_gives_a_valid_cni_error(pxenv):
         assert ("code %d" % code) in r.out["details"] and "odd failure" in r.out["details"], r
         assert pod.delete(cfg).code == 0
     assert pxenv.cache_files() == []
+
+
+def test_links_that_already_exist_in_the_netns_are_never_reused_or_deleted(pxenv):
+    """A link named net1 already in the pod (another runtime network, a leftover): the secondary network is attached
+    as net2, and a runtime ifname that exists fails with code 7 before any delegate runs, so no rollback can delete
+    the existing link."""
+    lists, bridges, _ = two_bridges(pxenv)
+    pod = Pod(pxenv)
+    nl.ip("link", "add", "net1", "type", "veth", "peer", "name", "pxpeer1", ns=pod.ns)
+    cfg = pxenv.config("1.0.0", lists)
+    r = pod.add(cfg)
+    assert r.code == 0, r
+    assert pod.links() == ["eth0", "net1", "net2", "pxpeer1"], pod.links()
+    assert [n["ifName"] for n in pxenv.cache.plan("pxnet", pod.cid, "eth0")["networks"]] == ["eth0", "net2"]
+    assert pod.delete(cfg).code == 0
+    assert pod.links() == ["net1", "pxpeer1"]
+
+    taken = pod.add(cfg, ifname="pxpeer1")
+    assert taken.code == 1 and taken.err_code == 7 and "existing interface" in taken.msg, taken
+    assert pod.links() == ["net1", "pxpeer1"]
+    pxenv.assert_clean(bridges=bridges)
