@@ -1,6 +1,0 @@
-import XCTest
-@testable import PlexusInstall
-
-final class InstallerPlaceholderTests: XCTestCase {
-    func testPlaceholder() {}
-}
