@@ -104,9 +104,10 @@ def test_gc_of_one_plexus_config_never_touches_another(pxenv):
     rb = x.add(cfg_b, ifname="eth1")
     assert ra.code == 0 and rb.code == 0, (ra, rb)
     assert state_files(shared_state) == sorted([x.cid + "-eth0", x.cid + "-eth1"])
-    assert state_files(sb) == [x.cid + "-net1"]
+    # pxgca's bridge holds net1 in the netns, so pxgcb's secondary network moves to net2.
+    assert state_files(sb) == [x.cid + "-net2"]
     b_files = sorted([
-        "attachments/pxgcb-%s-eth1" % x.cid, "results/pxshared-%s-eth1" % x.cid, "results/pxgfb-%s-net1" % x.cid])
+        "attachments/pxgcb-%s-eth1" % x.cid, "results/pxshared-%s-eth1" % x.cid, "results/pxgfb-%s-net2" % x.cid])
     a_files = sorted([
         "attachments/pxgca-%s-eth0" % x.cid, "results/pxshared-%s-eth0" % x.cid, "results/pxbra-%s-net1" % x.cid])
     assert sorted(pxenv.cache_files()) == sorted(a_files + b_files)
@@ -124,7 +125,7 @@ def test_gc_of_one_plexus_config_never_touches_another(pxenv):
     assert r.code == 0, r
     assert sorted(pxenv.cache_files()) == b_files, pxenv.cache_files()
     assert state_files(shared_state) == [x.cid + "-eth1"], state_files(shared_state)
-    assert state_files(sb) == [x.cid + "-net1"]
+    assert state_files(sb) == [x.cid + "-net2"]
     assert x.links() == [] and not any(nl.link_exists(l) for l in a_link)
     assert pxenv.reservations() == {}
     assert gc_records(pxenv, "pxshared")[-1] == [(x.cid, "eth1")], gc_records(pxenv, "pxshared")
@@ -134,13 +135,13 @@ def test_gc_of_one_plexus_config_never_touches_another(pxenv):
     r = gc(pxenv, cfg_a, [])
     assert r.code == 0, r
     assert sorted(pxenv.cache_files()) == b_files
-    assert state_files(shared_state) == [x.cid + "-eth1"] and state_files(sb) == [x.cid + "-net1"]
+    assert state_files(shared_state) == [x.cid + "-eth1"] and state_files(sb) == [x.cid + "-net2"]
 
     # 4. B's own GC with B's attachment valid keeps it; B's DEL then cleans up
     r = gc(pxenv, cfg_b, [(x.cid, "eth1")])
     assert r.code == 0, r
     assert sorted(pxenv.cache_files()) == b_files
-    assert gc_records(pxenv, "pxgfb") == [[(x.cid, "net1")]]
+    assert gc_records(pxenv, "pxgfb") == [[(x.cid, "net2")]]
     d = x.delete(cfg_b, ifname="eth1")
     assert d.code == 0, d
     assert state_files(shared_state) == [] and state_files(sb) == []
