@@ -123,12 +123,17 @@ public struct PlexusConfig: Sendable {
             }
             validAttachments = valid
         }
-        // Paths and network references reach the C boundary: no NUL or control characters.
+        // Paths and network references reach the C boundary: no NUL or control characters. The directories and
+        // files must be absolute: a relative one would resolve against whatever directory the runtime happens to
+        // run Plexus in (podman's cleanup runs from conmon's), so a DEL would not find what the ADD cached.
         for (key, value) in [("confDir", confDir), ("cniDir", cniDir), ("binDir", binDir), ("logFile", logFile ?? ""),
-                             ("readinessindicatorfile", readinessIndicatorFile ?? ""), ("kubeconfig", kubeconfig ?? ""),
-                             ("clusterNetwork", clusterNetwork ?? "")] {
+                             ("readinessindicatorfile", readinessIndicatorFile ?? ""), ("kubeconfig", kubeconfig ?? "")] {
             try CNIValidation.validatePath(value, key: key)
+            if !value.isEmpty && !value.hasPrefix("/") {
+                throw CNIError(.invalidNetworkConfig, "configuration key \"\(key)\" must be an absolute path", details: value)
+            }
         }
+        try CNIValidation.validatePath(clusterNetwork ?? "", key: "clusterNetwork")
         for v in defaultNetworks { try CNIValidation.validatePath(v, key: "defaultNetworks") }
         if delegates.isEmpty && clusterNetwork == nil {
             throw CNIError(.invalidNetworkConfig, "at least one of \"delegates\" or \"clusterNetwork\" must be set", details: name)

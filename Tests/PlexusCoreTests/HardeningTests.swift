@@ -222,6 +222,19 @@ import Glibc
         }
     }
 
+    @Test(arguments: ["cniDir", "confDir", "binDir", "logFile", "readinessindicatorfile", "kubeconfig"])
+    func relativePathsAreCode7(_ key: String) {
+        // A relative cniDir resolved against the runtime's working directory: a later DEL from elsewhere would
+        // not find the cache (and the fuzzer found it writing into the directory plexus was started in).
+        let text = #"{"cniVersion":"1.0.0","name":"n","\#(key)":"rel/dir","delegates":[{"name":"a","type":"b"}]}"#
+        do {
+            _ = try PlexusConfig(bytes: Array(text.utf8))
+            Issue.record("accepted a relative \(key)")
+        } catch let e as CNIError {
+            #expect(e.code == .invalidNetworkConfig && e.msg.contains(key) && e.msg.contains("absolute"))
+        }
+    }
+
     @Test(arguments: [0, -1, 42, 9, 10, 12, 49, 52, 99])
     func invalidDelegateCodesBecomePluginSpecific(_ code: Int) {
         let out = Array(#"{"code":\#(code),"msg":"it broke","details":"why"}"#.utf8)
