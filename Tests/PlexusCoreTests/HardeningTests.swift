@@ -230,7 +230,8 @@ import Glibc
         do {
             _ = try PlexusConfig(bytes: Array(text.utf8))
             Issue.record("accepted a relative \(key)")
-        } catch let e as CNIError {
+        } catch {
+            let e = error
             #expect(e.code == .invalidNetworkConfig && e.msg.contains(key) && e.msg.contains("absolute"))
         }
     }
