@@ -158,7 +158,7 @@ public struct KubeConfig: Sendable, Equatable, CustomStringConvertible {
 
         /// The cached document, or nil when absent, unreadable, or for another version of the file.
         func read() -> JSON? {
-            guard let bytes = try? FileSystem.read(file), let json = try? JSON.parse(bytes),
+            guard let bytes = try? FileSystem.readOwnFile(file, limit: 4 << 20), let json = try? JSON.parse(bytes),
                   json["kind"]?.stringValue == ConversionCache.kind, json["source"]?.stringValue == source,
                   json["sourceSize"]?.intValue == size, json["sourceHash"]?.stringValue == hash,
                   let doc = json["document"], doc.objectValue != nil

@@ -391,7 +391,9 @@ struct LockSet: Sendable {
     }
 
     func prepare() throws(CNIError) {
-        do { try FileSystem.makeDirectories(directory, mode: 0o700) } catch {
+        // Lock files hold no data: whatever stands at locks/ that is not a real directory (a planted symlink would
+        // put every lock file outside the cache) is replaced, so a DEL never fails on it.
+        do { try FileSystem.makeOwnDirectory(directory, mode: 0o700, replacingOther: true) } catch {
             throw CNIError(.ioFailure, "cannot create lock directory", details: error.description)
         }
     }

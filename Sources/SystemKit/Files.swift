@@ -144,13 +144,16 @@ public enum FileSystem {
 
     /// A directory Plexus owns inside its cache (`attachments/`, `results/`, `locks/`): created with `mode` (and
     /// its parents) when missing; refused when something else — a symlink, which would redirect every file in it,
-    /// or a file — stands there.
-    public static func makeOwnDirectory(_ path: String, mode: UInt32 = 0o700) throws(SystemError) {
+    /// or a file — stands there. With `replacingOther` such a non-directory is removed (never followed) and the
+    /// directory created in its place: for directories whose content is disposable, like lock files.
+    public static func makeOwnDirectory(_ path: String, mode: UInt32 = 0o700, replacingOther: Bool = false) throws(SystemError) {
         try checkPath(path, "mkdir")
         var st = stat()
         if lstat(path, &st) == 0 {
             if (st.st_mode & S_IFMT) == S_IFDIR { return }
-            throw SystemError("mkdir (exists and is not a directory)", path: path, errno: ENOTDIR)
+            if !replacingOther || unlink(path) != 0 {
+                throw SystemError("mkdir (exists and is not a directory)", path: path, errno: ENOTDIR)
+            }
         }
         let parent = directoryName(of: path)
         if parent != path && !parent.isEmpty && parent != "/" { try makeDirectories(parent, mode: mode) }

@@ -391,3 +391,19 @@ struct FakeLister: InterfaceLister {
         #expect(exec.calls.map(\.ifname) == ["eth0", "net1"])
     }
 }
+
+@Suite struct LockDirectoryTests {
+    @Test func aSymlinkedLockDirectoryIsReplacedAndNothingIsCreatedOutside() throws {
+        let dir = TempDir()
+        let exec = FakeExecutor()
+        try FileSystem.makeDirectories(dir.path + "/cache")
+        try FileSystem.makeDirectories(dir.path + "/outside")
+        symlink(dir.path + "/outside", dir.path + "/cache/locks")
+        let cfg = try makeConfig(dir, delegates: [net("a")])
+        _ = try plexus(cfg, try invocation("ADD"), exec).add()
+        try plexus(cfg, try invocation("DEL"), exec).del()
+        #expect(dir.files("outside").isEmpty)
+        #expect(FileSystem.isOwnDirectory(dir.path + "/cache/locks"))
+        #expect(exec.live.isEmpty)
+    }
+}
