@@ -89,7 +89,7 @@ static void set_error(char *err, size_t n, const char *what, int e) {
 }
 
 /// A NETLINK_ROUTE socket that lives in the namespace at `netns_path`. The calling thread enters that namespace
-/// only for the socket() call and returns to its own one before anything else.
+/// only for the socket() call and returns to its own one before anything else (or the socket is not used).
 static struct mnl_socket *open_in_netns(const char *netns_path, char *err, size_t errlen) {
     int target = open(netns_path, O_RDONLY | O_CLOEXEC);
     if (target < 0) { set_error(err, errlen, "open netns", errno); return NULL; }
@@ -147,9 +147,33 @@ static int link_cb(const struct nlmsghdr *nlh, void *data) {
     return MNL_CB_OK;
 }
 
+struct open_job {
+    const char *netns_path;
+    char *err;
+    size_t errlen;
+    struct mnl_socket *nl;
+};
+
+static void *open_job_run(void *arg) {
+    struct open_job *job = arg;
+    job->nl = open_in_netns(job->netns_path, job->err, job->errlen);
+    return NULL;
+}
+
+/// `open_in_netns` on a dedicated, short-lived thread: the thread that switches namespaces is never one that
+/// other work shares, so nothing else can ever run in the pod's namespace by accident.
+static struct mnl_socket *open_in_netns_thread(const char *netns_path, char *err, size_t errlen) {
+    struct open_job job = {netns_path, err, errlen, NULL};
+    pthread_t t;
+    int rc = pthread_create(&t, NULL, open_job_run, &job);
+    if (rc != 0) { set_error(err, errlen, "netns thread", rc); return NULL; }
+    pthread_join(t, NULL);
+    return job.nl;
+}
+
 int px_nl_link_names(const char *netns_path, char *buf, size_t buflen, char *err, size_t errlen) {
     if (px_nl_load(err, errlen) != 0) return -1;
-    struct mnl_socket *nl = open_in_netns(netns_path, err, errlen);
+    struct mnl_socket *nl = open_in_netns_thread(netns_path, err, errlen);
     if (nl == NULL) return -1;
     int result = -1;
     char req[MNL_SOCKET_BUFFER_SIZE];

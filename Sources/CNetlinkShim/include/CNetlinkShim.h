@@ -14,8 +14,8 @@
 int px_nl_load(char *err, size_t n);
 
 /// The names of every link in the network namespace at `netns_path` (an nsfs file such as /var/run/netns/x),
-/// written NUL-separated into `buf`. The netlink socket is opened inside that namespace (setns of the calling
-/// thread, switched back at once), so the calling thread ends in its own namespace whatever happens.
+/// written NUL-separated into `buf`. The netlink socket is opened inside that namespace by a dedicated thread
+/// (setns, socket, setns back, exit), so the calling thread never changes namespace.
 /// Returns the number of names, or -1 with a message in `err` (the buffer too small counts as an error).
 int px_nl_link_names(const char *netns_path, char *buf, size_t buflen, char *err, size_t errlen);
 
