@@ -17,6 +17,7 @@ PY="${PYTHON:-python3}"
 
 # containerd/runc/grpcio for the CRI end-to-end scenarios.
 bash testenv/cri/install.sh
+bash testenv/podman/install.sh   # podman 4.3 (CNI backend), runc, busybox-static: tests/test_podman_plexus.py
 
 # Static libstdc++ for the release link (see Package.swift `fastStart`): a directory holding only that archive.
 mkdir -p .static
