@@ -12,6 +12,7 @@ Usage: server.py --state-dir DIR [--port 0] [--persist] ...   (see --help and RE
 State dir layout (created as needed, reused on restart):
   pki/ca.{crt,key} server.{crt,key} client.{crt,key}   CA, server cert (SAN IP:127.0.0.1, DNS:localhost), admin client cert
   tokens          "token user role" per line; re-read on every request (rotation without restart)
+  roles.json      custom roles (PolicyRules) added through PUT /_test/roles
   port, url       written once the socket is bound
   requests.jsonl  request log, one JSON object per request
   data.json       objects + resourceVersion counter (only with --persist)
@@ -654,13 +655,24 @@ def builtin_resources():
         Resource("", "v1", "pods", "Pod", True, "pod", ["po"], ["all"], status=True),
         Resource("", "v1", "events", "Event", True, "event", ["ev"]),
         Resource("", "v1", "configmaps", "ConfigMap", True, "configmap", ["cm"]),
+        Resource("", "v1", "serviceaccounts", "ServiceAccount", True, "serviceaccount", ["sa"]),
+        Resource("apps", "v1", "daemonsets", "DaemonSet", True, "daemonset", ["ds"], ["all"], status=True),
+        Resource("rbac.authorization.k8s.io", "v1", "clusterroles", "ClusterRole", False, "clusterrole"),
+        Resource("rbac.authorization.k8s.io", "v1", "clusterrolebindings", "ClusterRoleBinding", False,
+                 "clusterrolebinding"),
+        Resource("rbac.authorization.k8s.io", "v1", "roles", "Role", True, "role"),
+        Resource("rbac.authorization.k8s.io", "v1", "rolebindings", "RoleBinding", True, "rolebinding"),
         Resource("events.k8s.io", "v1", "events", "Event", True, "event", ["ev"]),
         Resource("apiextensions.k8s.io", "v1", "customresourcedefinitions", "CustomResourceDefinition", False,
                  "customresourcedefinition", ["crd", "crds"], ["api-extensions"], status=True),
     ]
 
 
-# Authorization. Rules: (api groups, resources, verbs); "*" wildcard. "multus" is a copy of the Multus ClusterRole.
+# Authorization. Rules: (api groups, resources, verbs[, resource names]); "*" wildcard. "multus" is a copy of the
+# Multus ClusterRole. More roles come from Kubernetes PolicyRules (PUT /_test/roles, or <state-dir>/roles.json at
+# start), and the role "rbac" evaluates the ClusterRoleBindings/RoleBindings stored in the server for the user, as
+# a real apiserver's RBAC authorizer does (e.g. after `kubectl apply -f deploy/`).
+BUILTIN_ROLES = ("admin", "readonly", "multus", "none", "rbac")
 ROLES = {
     "admin": [(["*"], ["*"], ["*"])],
     "readonly": [(["*"], ["*"], ["get", "list", "watch"])],
@@ -668,15 +680,101 @@ ROLES = {
                ([""], ["pods", "pods/status"], ["get", "list", "update", "watch"]),
                (["", "events.k8s.io"], ["events"], ["create", "patch", "update"])],
     "none": [],
+    "rbac": [],
 }
 
 
-def role_allows(role, verb, group, resource):
-    for groups, resources, verbs in ROLES.get(role, []):
-        if ("*" in groups or group in groups) and ("*" in resources or resource in resources) \
-                and ("*" in verbs or verb in verbs):
+def rules_from_policy(rules, where="rules"):
+    """Kubernetes PolicyRule objects -> rule tuples. Raises ValueError on anything malformed (nonResourceURLs
+    rules are kept out: the server has no non-resource endpoints behind authorization)."""
+    if not isinstance(rules, list):
+        raise ValueError(f"{where} must be a list of PolicyRules")
+    out = []
+    for i, r in enumerate(rules):
+        if not isinstance(r, dict):
+            raise ValueError(f"{where}[{i}] is not an object")
+        unknown = set(r) - {"apiGroups", "resources", "verbs", "resourceNames", "nonResourceURLs"}
+        if unknown:
+            raise ValueError(f"{where}[{i}] has unknown fields {sorted(unknown)}")
+        for f in ("apiGroups", "resources", "verbs", "resourceNames", "nonResourceURLs"):
+            v = r.get(f, [])
+            if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+                raise ValueError(f"{where}[{i}].{f} must be a list of strings")
+        if not r.get("verbs"):
+            raise ValueError(f"{where}[{i}].verbs is required")
+        if r.get("nonResourceURLs"):
+            continue
+        out.append((list(r.get("apiGroups", [])), list(r.get("resources", [])), list(r.get("verbs", [])),
+                    list(r.get("resourceNames", []))))
+    return out
+
+
+def rule_allows(rule, verb, group, resource, name=None):
+    groups, resources, verbs = rule[0], rule[1], rule[2]
+    names = rule[3] if len(rule) > 3 else []
+    if names and (name is None or name not in names):
+        return False
+    return ("*" in groups or group in groups) and ("*" in resources or resource in resources) \
+        and ("*" in verbs or verb in verbs)
+
+
+def subject_matches(subject, user):
+    kind, sname = subject.get("kind"), subject.get("name")
+    if kind == "ServiceAccount":
+        return user == f"system:serviceaccount:{subject.get('namespace', '')}:{sname}"
+    if kind == "User":
+        return user == sname
+    if kind == "Group":
+        if sname in ("system:authenticated",):
             return True
+        parts = user.split(":")
+        return user.startswith("system:serviceaccount:") and len(parts) == 4 and \
+            sname in ("system:serviceaccounts", f"system:serviceaccounts:{parts[2]}")
     return False
+
+
+def rbac_rules(state, user, ns):
+    """The rule tuples the stored bindings grant `user` for a request in namespace `ns` (None: cluster scope)."""
+    def role_rules(kind, name, binding_ns):
+        if kind == "ClusterRole":
+            obj = state.objects[("rbac.authorization.k8s.io", "clusterroles")].get((None, name))
+        elif kind == "Role":
+            obj = state.objects[("rbac.authorization.k8s.io", "roles")].get((binding_ns, name))
+        else:
+            obj = None
+        try:
+            return rules_from_policy((obj or {}).get("rules") or [])
+        except ValueError:
+            return []
+    out = []
+    with state.lock:
+        for b in state.objects[("rbac.authorization.k8s.io", "clusterrolebindings")].values():
+            if any(subject_matches(s, user) for s in b.get("subjects") or []):
+                ref = b.get("roleRef") or {}
+                if ref.get("kind") == "ClusterRole":
+                    out += role_rules("ClusterRole", ref.get("name"), None)
+        if ns is not None:
+            for (bns, _), b in state.objects[("rbac.authorization.k8s.io", "rolebindings")].items():
+                if bns == ns and any(subject_matches(s, user) for s in b.get("subjects") or []):
+                    ref = b.get("roleRef") or {}
+                    out += role_rules(ref.get("kind"), ref.get("name"), bns)
+    return out
+
+
+def role_allows(role, verb, group, resource, name=None, ns=None, user=None, state=None):
+    rules = rbac_rules(state, user or "", ns) if role == "rbac" and state is not None else ROLES.get(role, [])
+    return any(rule_allows(r, verb, group, resource, name) for r in rules)
+
+
+def define_roles(roles):
+    """Adds or replaces custom roles {name: [PolicyRule, ...]}; builtin role names cannot be redefined."""
+    converted = {}
+    for name, rules in roles.items():
+        if not isinstance(name, str) or not name or name in BUILTIN_ROLES:
+            raise ValueError(f"role name {name!r} is empty or builtin")
+        converted[name] = rules_from_policy(rules, f"roles[{name!r}]")
+    ROLES.update(converted)
+    return sorted(converted)
 
 
 # --------------------------------------------------------------------------------------------- NAD CRD (builtin copy)
@@ -728,6 +826,8 @@ class State:
         self.data_path = os.path.join(args.state_dir, "data.json")
         self.tokens_path = args.tokens_file or os.path.join(args.state_dir, "tokens")
         self._tok_cache = (None, {})
+        self.roles_path = os.path.join(args.state_dir, "roles.json")
+        self.load_roles()
         for r in builtin_resources():
             self.resources[(r.group, r.version, r.plural)] = r
         loaded = args.persist and self.load()
@@ -796,6 +896,26 @@ class State:
         with open(tmp, "w") as f:
             f.writelines(lines)
         os.replace(tmp, self.tokens_path)
+
+    # ---- custom roles (PolicyRules), kept in <state-dir>/roles.json across restarts
+    def load_roles(self):
+        self.custom_roles = {}
+        try:
+            with open(self.roles_path) as f:
+                roles = json.load(f).get("roles") or {}
+        except (OSError, ValueError, AttributeError):
+            return
+        self.add_roles(roles, save=False)
+
+    def add_roles(self, roles, save=True):
+        names = define_roles(roles)
+        self.custom_roles.update({n: roles[n] for n in names})
+        if save:
+            tmp = self.roles_path + f".tmp{os.getpid()}"
+            with open(tmp, "w") as f:
+                json.dump({"roles": self.custom_roles}, f)
+            os.replace(tmp, self.roles_path)
+        return names
 
     # ---- registry
     def res(self, group, version, plural):
@@ -1752,7 +1872,7 @@ class Handler(BaseHTTPRequestHandler):
         if verb is None:
             raise ApiError(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
         rname = res.plural + (f"/{sub}" if sub else "")
-        if not role_allows(role, verb, group, rname):
+        if not role_allows(role, verb, group, rname, name=name, ns=ns, user=user, state=st):
             who = f'{res.qualified} "{name}"' if name else res.qualified
             where = f'in the namespace "{ns}"' if ns else "at the cluster scope"
             raise ApiError(403, "Forbidden", f'{who} is forbidden: User "{user}" cannot {verb} resource "{rname}" in '
@@ -1970,6 +2090,19 @@ class Handler(BaseHTTPRequestHandler):
                         raise bad_request(f"unknown role {e.get('role')!r}; roles: {', '.join(ROLES)}")
                 srv.state.write_tokens(entries)
                 return self.send_obj(200, {"ok": True})
+        if parts == ["roles"]:
+            if m == "GET":
+                return self.send_obj(200, {"roles": srv.state.custom_roles})
+            if m in ("PUT", "POST"):
+                b = body()
+                roles = b.get("roles") if isinstance(b, dict) else None
+                if not isinstance(roles, dict):
+                    raise bad_request('expected {"roles":{"<name>":[<PolicyRule>, ...]}}')
+                try:
+                    names = srv.state.add_roles(roles)
+                except ValueError as e:
+                    raise bad_request(str(e))
+                return self.send_obj(200, {"ok": True, "roles": names})
         if parts == ["reload-cert"] and m == "POST":
             b = body() or {}
             srv.ctx.load_cert_chain(b["cert"], b["key"])

@@ -91,6 +91,7 @@ class KubeAPI:
         self.home.mkdir(exist_ok=True)
         self.tokens_path = self.state_dir / "tokens"
         self.token_file = self.state_dir / "token"   # client-side token file (kubeconfig tokenFile)
+        self.extra_tokens = []                       # add_token() entries, kept across rotate_token()
         if not self.tokens_path.exists():
             self.token = secrets.token_hex(16)
             self.readonly_token = secrets.token_hex(16)
@@ -247,12 +248,33 @@ class KubeAPI:
             self._kubeconfigs[path] = kwargs
         return path
 
+    def _token_entries(self):
+        return [{"token": self.token, "user": "admin", "role": "admin"},
+                {"token": self.readonly_token, "user": "viewer", "role": "readonly"},
+                {"token": self.multus_token, "user": "system:serviceaccount:kube-system:multus", "role": "multus"},
+                *self.extra_tokens]
+
     def _write_server_tokens(self):
-        lines = [f"{self.token} admin admin\n", f"{self.readonly_token} viewer readonly\n",
-                 f"{self.multus_token} system:serviceaccount:kube-system:multus multus\n"]
+        lines = [f"{e['token']} {e['user']} {e['role']}\n" for e in self._token_entries()]
         tmp = self.tokens_path.with_name("tokens.tmp")
         tmp.write_text("".join(lines))
         os.replace(tmp, self.tokens_path)
+
+    def add_token(self, user, role, token=None):
+        """Make one more token valid (user name, role: a builtin one, a define_roles() one, or "rbac" to be
+        authorized by the RBAC objects stored in the server). Returns the token."""
+        token = token or secrets.token_hex(16)
+        self.extra_tokens = [e for e in self.extra_tokens if e["user"] != user]
+        self.extra_tokens.append({"token": token, "user": user, "role": role})
+        if self.running():
+            self.control("PUT", "/_test/tokens", {"tokens": self._token_entries()})
+        else:
+            self._write_server_tokens()
+        return token
+
+    def define_roles(self, roles):
+        """Define roles from Kubernetes PolicyRules: {name: [{"apiGroups":..,"resources":..,"verbs":..}, ...]}."""
+        return self.control("PUT", "/_test/roles", {"roles": roles})["roles"]
 
     def _read_server_tokens(self):
         by_role = {}
@@ -269,10 +291,7 @@ class KubeAPI:
         also rewrite self.token_file and the kubeconfigs written by write_kubeconfig(). Returns the new token."""
         self.token = new or secrets.token_hex(16)
         if self.running():
-            self.control("PUT", "/_test/tokens", {"tokens": [
-                {"token": self.token, "user": "admin", "role": "admin"},
-                {"token": self.readonly_token, "user": "viewer", "role": "readonly"},
-                {"token": self.multus_token, "user": "system:serviceaccount:kube-system:multus", "role": "multus"}]})
+            self.control("PUT", "/_test/tokens", {"tokens": self._token_entries()})
         else:
             self._write_server_tokens()
         if update_clients:
