@@ -17,7 +17,6 @@ Use from a test module::
 import itertools
 import json
 import os
-import shutil
 import subprocess
 import sys
 import threading
@@ -44,14 +43,7 @@ _uid_counter = itertools.count(1)
 
 
 def install_k8s_binaries(dest):
-    src = px.build_bin_dir()
-    os.makedirs(dest, exist_ok=True)
-    for b in BINARIES:
-        s = os.path.join(src, b)
-        if not os.access(s, os.X_OK):
-            raise FileNotFoundError("%s not built (run: swift build --product %s)" % (s, b))
-        shutil.copy2(s, os.path.join(dest, b))
-    return dest
+    return px.install_binaries(dest, BINARIES)
 
 
 def nad_yaml(ns, name, config):

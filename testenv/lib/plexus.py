@@ -35,11 +35,12 @@ def build_bin_dir():
     return p.stdout.strip()
 
 
-def install_binaries(dest):
-    """Copies ``plexus`` and the fake delegate into ``dest`` (a rebuild during the run cannot change them)."""
+def install_binaries(dest, names=("plexus", FAKE)):
+    """Copies ``names`` (default ``plexus`` and the fake delegate) from the build into ``dest`` (a rebuild during
+    the run cannot change them)."""
     src = build_bin_dir()
     os.makedirs(dest, exist_ok=True)
-    for b in ("plexus", FAKE):
+    for b in names:
         s = os.path.join(src, b)
         if not os.access(s, os.X_OK):
             raise FileNotFoundError("%s not built (run: swift build --product %s)" % (s, b))
