@@ -329,11 +329,20 @@ public final class Installer {
         }
         logger.info("installed", [("config", options.configPath), ("owner", owner)])
         if options.once { return }
+        var lastError: String?
         while true {
             if let sig = waiter.wait(milliseconds: options.intervalMilliseconds) { return try stop(sig) }
             if isPassive { continue }
-            do { _ = try reconcile() } catch {
-                logger.error("watch pass failed; keeping the last good installation", [("error", error.message)])
+            do {
+                _ = try reconcile()
+                if lastError != nil { logger.info("watch pass succeeded again") }
+                lastError = nil
+            } catch {
+                // Once per distinct failure, not once per interval.
+                if error.message != lastError {
+                    logger.error("watch pass failed; keeping the last good installation", [("error", error.message)])
+                }
+                lastError = error.message
             }
         }
     }

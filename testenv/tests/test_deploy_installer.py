@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import sys
+import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 if REPO not in sys.path:
@@ -100,13 +101,25 @@ def test_watch_regenerates_mirrors_the_token_and_sigterm_restores_the_tree(node)
 
 def test_waits_for_a_primary_then_sigint_cleans_up(node):
     before = node.tree()
-    p = node.start(*node.args())
+    settings = os.path.join(node.tmp, "settings.json")
+    replace_file(settings, '{"logLevel": "info"}')
+    p = node.start(*node.args(extra=["--settings-file", settings]))
     wait_for(lambda: os.path.exists(os.path.join(node.bin_dir, "plexus")), what="the binary copy")
     r = node.status(*node.args())
     assert r.returncode == 1 and "no configuration written yet" in r.stderr, r
     assert not os.path.exists(node.config_path)
     node.write_conf("10-pxnet.conflist", bridge_list("pxnet"))
     node.wait_installed(p, *node.args())
+    assert plugin_of(node)["logLevel"] == "debug"     # the --log-level flag overrides the settings file
+    # a bad ConfigMap edit: logged once, the last good configuration stays; a good one is applied
+    replace_file(settings, '{"logLevel": "info", "namespaceIsolaton": true}')
+    wait_for(lambda: "watch pass failed" in node.log(p), what="the bad settings to be reported")
+    time.sleep(0.5)
+    assert node.log(p).count("watch pass failed") == 1, node.log(p)
+    assert "namespaceIsolation" not in plugin_of(node) and node.status(*node.args()).returncode == 0
+    replace_file(settings, '{"logLevel": "info", "namespaceIsolation": true}')
+    wait_for(lambda: plugin_of(node).get("namespaceIsolation") is True, what="the fixed settings to be applied")
+    assert "watch pass succeeded again" in node.log(p)
     assert node.stop(p, signal.SIGINT) == 0, node.log(p)
     os.unlink(os.path.join(node.conf_dir, "10-pxnet.conflist"))
     assert node.tree() == before
