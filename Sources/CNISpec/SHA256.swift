@@ -1,5 +1,5 @@
-/// SHA-256 (FIPS 180-4), so the install manifest records the same digests `sha256sum` prints. Self-contained: the
-/// installer links no Foundation or crypto library.
+/// SHA-256 (FIPS 180-4): the digests the install manifest records (the same `sha256sum` prints) and `plexus inspect`
+/// shows of cached configurations. Self-contained: no Foundation or crypto library.
 public struct SHA256: Sendable {
     private var state: [UInt32] = [
         0x6a09_e667, 0xbb67_ae85, 0x3c6e_f372, 0xa54f_f53a, 0x510e_527f, 0x9b05_688c, 0x1f83_d9ab, 0x5be0_cd19,

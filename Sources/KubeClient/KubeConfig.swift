@@ -194,8 +194,10 @@ public struct KubeConfig: Sendable, Equatable, CustomStringConvertible {
         return String(decoding: buf[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 
-    static func convertYAML(path: String, searchPaths: [String], timeoutNanoseconds: Int64) throws(KubeError) -> JSON {
-        let op = "load kubeconfig \(path)"
+    /// Any YAML file as JSON, through the `plexus-kubeconfig` converter (its first document; mapping order kept).
+    public static func convertYAML(path: String, searchPaths: [String], timeoutNanoseconds: Int64,
+                                   operation: String? = nil) throws(KubeError) -> JSON {
+        let op = operation ?? "load kubeconfig \(path)"
         guard let converter = findConverter(searchPaths: searchPaths) else {
             throw KubeError(.config, operation: op, detail:
                 "the file is not JSON and the YAML converter \(converterName) was not found next to the plugin")

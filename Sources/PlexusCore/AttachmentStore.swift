@@ -189,6 +189,15 @@ public struct AttachmentStore: Sendable {
         listMatching(prefix: network + "-") { $0.key.network == network }
     }
 
+    /// Every readable record in the store, and the paths of unreadable files (for tools such as `plexus inspect`).
+    public func all() -> (records: [AttachmentRecord], corrupt: [(path: String, reason: String)]) {
+        let (records, corrupt) = listMatching { _ in true }
+        return (records, corrupt.map { p in
+            if case .corrupt(let why) = readFile(p) { return (p, why) }
+            return (p, "\(p): held by another attachment's record")
+        })
+    }
+
     /// Readable records of other attachments of container `containerID` than `key` (other Plexus networks a
     /// runtime attached to the same container), and the paths of unreadable files that may belong to it.
     public func others(of key: AttachmentKey) -> (records: [AttachmentRecord], corrupt: [String]) {

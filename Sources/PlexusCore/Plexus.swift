@@ -379,12 +379,18 @@ func millis(since start: Int64) -> String {
 /// Cross-process locks under `<cniDir>/locks/`: one of 128 fixed bucket files per container ID (a bounded set,
 /// unlike one file per container) taken exclusively by ADD/DEL/CHECK, and the GC lock taken shared by them and
 /// exclusively by GC.
-struct LockSet: Sendable {
-    let directory: String
+public struct LockSet: Sendable {
+    public let directory: String
 
-    init(cniDir: String) { directory = cniDir + "/locks" }
+    public init(cniDir: String) { directory = cniDir + "/locks" }
 
-    static func bucket(_ containerID: String) -> Int {
+    /// The lock file a container's ADD, DEL and CHECK hold exclusively.
+    public func bucketPath(_ containerID: String) -> String { directory + "/container-\(LockSet.bucket(containerID))" }
+
+    /// The lock file GC holds exclusively and every other verb shared.
+    public var gcPath: String { directory + "/gc" }
+
+    public static func bucket(_ containerID: String) -> Int {
         var h: UInt32 = 2166136261
         for b in containerID.utf8 { h = (h ^ UInt32(b)) &* 16777619 }
         return Int(h % 128)

@@ -28,6 +28,26 @@ public final class FileLock {
         self.fd = fd
     }
 
+    private init(fd: Int32, path: String) {
+        self.fd = fd
+        self.path = path
+    }
+
+    /// Like `init(path:mode:)` but never waits: nil when another process holds a conflicting lock.
+    public static func tryLock(path: String, mode: Mode) throws(SystemError) -> FileLock? {
+        try FileSystem.checkPath(path, "open")
+        let fd = try openRegular(path)
+        let op = (mode == .shared ? LOCK_SH : LOCK_EX) | LOCK_NB
+        if retryingEINTR({ flock(fd, op) }) != 0 {
+            let busy = px_errno() == EWOULDBLOCK
+            let e = SystemError.last("flock", path: path)
+            close(fd)
+            if busy { return nil }
+            throw e
+        }
+        return FileLock(fd: fd, path: path)
+    }
+
     static func openRegular(_ path: String) throws(SystemError) -> Int32 {
         for _ in 0..<3 {
             let fd = retryingEINTR { px_open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC, 0o600) }

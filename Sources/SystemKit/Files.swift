@@ -187,6 +187,17 @@ public enum FileSystem {
 
     public static func exists(_ path: String) -> Bool { isCSafe(path) && access(path, F_OK) == 0 }
 
+    /// The modification time of `path` itself (a symlink is not followed), in seconds since the epoch.
+    public static func modificationTime(_ path: String) -> Int64? {
+        guard isCSafe(path) else { return nil }
+        var st = stat()
+        guard lstat(path, &st) == 0 else { return nil }
+        return Int64(st.st_mtim.tv_sec)
+    }
+
+    /// The wall clock in seconds since the epoch.
+    public static func now() -> Int64 { Int64(time(nil)) }
+
     public static func isDirectory(_ path: String) -> Bool {
         guard isCSafe(path) else { return false }
         var st = stat()

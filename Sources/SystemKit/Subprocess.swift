@@ -28,6 +28,9 @@ public enum Subprocess {
         guard FileSystem.isCSafe(path), arguments.allSatisfy(FileSystem.isCSafe), environment.allSatisfy(FileSystem.isCSafe) else {
             throw SystemError("spawn (NUL byte in path, argument or environment)", path: FileSystem.printable(path), errno: EINVAL)
         }
+        // A child that exits before reading all of its stdin must fail our write with EPIPE, not kill this process
+        // (the plugin's main ignores SIGPIPE too; this covers every other caller, such as the test runner).
+        ProcessEnvironment.ignoreSIGPIPE()
         var pid: pid_t = 0
         var inFD: Int32 = -1, outFD: Int32 = -1, errFD: Int32 = -1
         let rc = withCStrings(arguments) { argv in
@@ -87,6 +90,17 @@ public enum Subprocess {
             exit = 128 + (status & 0x7f)
         }
         return ProcessOutput(exitStatus: exit, stdout: out, stderr: err, timedOut: timedOut, maxRSSKilobytes: Int(usage.ru_maxrss))
+    }
+
+    /// Replaces this process with `path` (execve). Returns only on failure, with the error.
+    public static func exec(path: String, arguments: [String], environment: [String]) -> SystemError {
+        guard FileSystem.isCSafe(path), arguments.allSatisfy(FileSystem.isCSafe), environment.allSatisfy(FileSystem.isCSafe) else {
+            return SystemError("exec (NUL byte in path, argument or environment)", path: FileSystem.printable(path), errno: EINVAL)
+        }
+        withCStrings(arguments) { argv in
+            withCStrings(environment) { envp in _ = execve(path, argv, envp) }
+        }
+        return SystemError.last("exec", path: path)
     }
 
     private static func withCStrings<R>(_ strings: [String], _ body: (UnsafePointer<UnsafeMutablePointer<CChar>?>) -> R) -> R {
