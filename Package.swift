@@ -22,11 +22,14 @@ let package = Package(
         .executable(name: "plexus-test-delegate", targets: ["plexus-test-delegate"]),
         .executable(name: "plexus-bench", targets: ["plexus-bench"]),
         .executable(name: "plexus-install", targets: ["plexus-install"]),
+        .executable(name: "plexus-admin", targets: ["plexus-admin"]),
     ],
     dependencies: [
         // Only the `plexus-kubeconfig` converter links Yams (and with it Foundation + ICU, ~1.5 ms of start-up):
         // the plugin itself stays Foundation-free and reads JSON-form kubeconfigs directly.
         .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
+        // Only the admin CLI (`plexus inspect|validate`, a separate binary) links swift-argument-parser.
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
     ],
     targets: [
         // C shims: each is imported by exactly one Swift wrapper module.
@@ -53,6 +56,12 @@ let package = Package(
         .target(name: "PlexusInstall", dependencies: ["CNISpec", "SystemKit"]),
 
         .executableTarget(name: "plexus", dependencies: ["PlexusCore", "SystemKit", "Netlink"], linkerSettings: fastStart),
+        // Admin tools over the node's cache and configurations: inspect, validate.
+        .target(name: "PlexusAdmin", dependencies: ["PlexusCore", "CNIInvoke", "CNISpec", "NetAttach", "SystemKit"]),
+        .executableTarget(name: "plexus-admin", dependencies: [
+            "PlexusAdmin", "PlexusCore", "KubeClient", "CNISpec", "SystemKit", "Yams",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
         .executableTarget(name: "plexus-install", dependencies: ["PlexusInstall", "SystemKit"], linkerSettings: fastStart),
         .executableTarget(name: "plexus-kubeconfig", dependencies: ["Yams"]),
         .executableTarget(name: "plexus-test-delegate", dependencies: ["CNISpec", "SystemKit"]),
@@ -64,6 +73,7 @@ let package = Package(
         .testTarget(name: "KubeClientTests", dependencies: ["KubeClient", "CNISpec", "SystemKit"]),
         .testTarget(name: "PlexusCoreTests", dependencies: ["PlexusCore", "CNIInvoke", "CNISpec", "SystemKit"]),
         .testTarget(name: "PlexusInstallTests", dependencies: ["PlexusInstall", "CNISpec", "SystemKit"]),
+        .testTarget(name: "PlexusAdminTests", dependencies: ["PlexusAdmin", "PlexusCore", "CNIInvoke", "CNISpec", "SystemKit"]),
         .testTarget(name: "IntegrationTests", dependencies: ["CNISpec", "SystemKit"]),
     ],
     swiftLanguageModes: [.v6]

@@ -178,20 +178,13 @@ public struct KubeConfig: Sendable, Equatable, CustomStringConvertible {
     /// Where `plexus-kubeconfig` is: next to `/proc/self/exe`, else the first executable one in `searchPaths`.
     public static func findConverter(searchPaths: [String] = []) -> String? {
         var dirs: [String] = []
-        if let exe = selfExecutablePath() { dirs.append(FileSystem.directoryName(of: exe)) }
+        if let exe = ProcessEnvironment.executablePath() { dirs.append(FileSystem.directoryName(of: exe)) }
         dirs += searchPaths
         for d in dirs {
             let candidate = d + "/" + converterName
             if access(candidate, X_OK) == 0 && FileSystem.isRegularFile(candidate) { return candidate }
         }
         return nil
-    }
-
-    static func selfExecutablePath() -> String? {
-        var buf = [CChar](repeating: 0, count: 4096)
-        let n = readlink("/proc/self/exe", &buf, buf.count - 1)
-        guard n > 0 else { return nil }
-        return String(decoding: buf[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 
     /// Any YAML file as JSON, through the `plexus-kubeconfig` converter (its first document; mapping order kept).

@@ -136,6 +136,14 @@ public enum ProcessEnvironment {
     }
 
     public static func ignoreSIGPIPE() { px_ignore_sigpipe() }
+
+    /// This process' executable (`/proc/self/exe`), or nil when it cannot be read.
+    public static func executablePath() -> String? {
+        var buf = [CChar](repeating: 0, count: 4096)
+        let n = readlink("/proc/self/exe", &buf, buf.count - 1)
+        guard n > 0 else { return nil }
+        return String(decoding: buf[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
 }
 
 /// Monotonic and wall clocks.

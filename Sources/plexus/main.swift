@@ -13,6 +13,15 @@ import Glibc
 ProcessEnvironment.ignoreSIGPIPE()
 let baseEnvironment = ProcessEnvironment.entries()
 let environment = ProcessEnvironment.dictionary(baseEnvironment)
+// `plexus inspect|validate` (an administrator, not a runtime: no CNI_COMMAND) is the admin binary next to this
+// one. Handing over with execve keeps swift-argument-parser out of the plugin and off the CNI hot path.
+if environment["CNI_COMMAND"] == nil, CommandLine.arguments.count > 1,
+   ["inspect", "validate", "help", "--help", "-h"].contains(CommandLine.arguments[1]) {
+    let admin = FileSystem.directoryName(of: ProcessEnvironment.executablePath() ?? "/opt/cni/bin/plexus") + "/plexus-admin"
+    let error = Subprocess.exec(path: admin, arguments: [admin] + CommandLine.arguments.dropFirst(), environment: baseEnvironment)
+    try? FileSystem.writeAll(fd: 2, Array("plexus: cannot run \(admin): \(error.description)\n".utf8))
+    exit(1)
+}
 let isVersion = environment["CNI_COMMAND"] == "VERSION"
 // VERSION ignores stdin (runtimes may not even send any): do not block reading it.
 let input: [UInt8] = isVersion ? [] : ((try? FileSystem.readAll(fd: 0, path: "<stdin>", limit: 16 << 20)) ?? [])

@@ -125,7 +125,7 @@ import Testing
 @Suite struct LinkageTests {
     /// The binary must not link libcurl (it is dlopen()ed on the first API request only).
     @Test func libcurlIsNotANeededLibrary() throws {
-        guard FileSystem.exists("/usr/bin/readelf"), let exe = KubeConfig.selfExecutablePath() else { return }
+        guard FileSystem.exists("/usr/bin/readelf"), let exe = ProcessEnvironment.executablePath() else { return }
         let out = try Subprocess.run(path: "/usr/bin/readelf", arguments: ["readelf", "-d", exe], environment: [],
                                      stdin: [], timeoutNanoseconds: 20_000_000_000)
         let text = String(decoding: out.stdout, as: UTF8.self)
