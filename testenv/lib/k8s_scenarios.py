@@ -31,7 +31,7 @@ from testenv.lib.kubeapi import KUBECTL, NAD_CRD_DIR, KubeAPI
 REPO = px.REPO
 WORK_DIR = os.path.join(REPO, "testenv", ".work")
 FIGURES_PATH = os.path.join(WORK_DIR, "k8s-figures.json")
-BINARIES = ("plexus", "plexus-kubeconfig", px.FAKE)
+BINARIES = ("plexus", "plexus-kubeconfig", "plexus-admin", px.FAKE)
 
 NETWORKS_ANN = "k8s.v1.cni.cncf.io/networks"
 DEFAULT_NET_ANN = "v1.multus-cni.io/default-network"
