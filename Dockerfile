@@ -22,16 +22,21 @@ RUN mkdir -p .static \
     && test -f .static/libstdc++.a
 RUN swift build -c release --static-swift-stdlib --product plexus \
     && swift build -c release --static-swift-stdlib --product plexus-install \
+    && swift build -c release --static-swift-stdlib --product plexus-admin \
+    && swift build -c release --static-swift-stdlib --product plexus-kubeconfig \
     && mkdir -p /out \
-    && cp "$(swift build -c release --show-bin-path)/plexus" "$(swift build -c release --show-bin-path)/plexus-install" /out/ \
-    && strip /out/plexus /out/plexus-install \
+    && for b in plexus plexus-install plexus-admin plexus-kubeconfig; do cp "$(swift build -c release --show-bin-path)/$b" /out/; done \
+    && strip /out/plexus /out/plexus-install /out/plexus-admin /out/plexus-kubeconfig \
     && ! ldd /out/plexus | grep -Eq 'libswift|libFoundation|libstdc\+\+|libcurl|libmnl' \
     && /out/plexus-install --help > /dev/null
 
-# Stage 2: the installer and the plugin it copies to the node, nothing else.
+# Stage 2: the installer and the binaries it copies to the node, nothing else.
 FROM ${RUNTIME_IMAGE}
 COPY --from=build /out/plexus-install /usr/local/bin/plexus-install
 COPY --from=build /out/plexus /usr/local/lib/plexus/plexus
+# `plexus inspect|validate` on the node (plexus-admin) and the YAML converter they and YAML kubeconfigs use.
+COPY --from=build /out/plexus-admin /usr/local/lib/plexus/plexus-admin
+COPY --from=build /out/plexus-kubeconfig /usr/local/lib/plexus/plexus-kubeconfig
 COPY README.md /usr/share/doc/plexus/README.md
 USER 0
 ENTRYPOINT ["/usr/local/bin/plexus-install"]
