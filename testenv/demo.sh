@@ -11,7 +11,12 @@ PLEXUS="$(swift build -c release --show-bin-path)/plexus"
 
 T=$(mktemp -d /tmp/pxdemo.XXXXXX)
 NS=pxdemo
+FORWARD_BEFORE=$(cat /proc/sys/net/ipv4/ip_forward)
 cleanup() {
+    # The demo never routes through the host: if anything turned forwarding on, put it back.
+    if [ "$(cat /proc/sys/net/ipv4/ip_forward)" != "$FORWARD_BEFORE" ]; then
+        echo "$FORWARD_BEFORE" > /proc/sys/net/ipv4/ip_forward
+    fi
     ip netns del $NS 2>/dev/null || true
     ip link del pxdemo-m0 2>/dev/null || true
     ip link del pxdemobr0 2>/dev/null || true
@@ -31,7 +36,7 @@ cat > "$T/plexus.conf" <<JSON
   "cniDir": "$T/cache", "confDir": "$T/net.d", "binDir": "/usr/lib/cni", "logLevel": "info", "logFile": "$T/plexus.log",
   "delegates": [
     {"cniVersion": "1.0.0", "name": "pxdemo-cluster", "plugins": [
-      {"type": "bridge", "bridge": "pxdemobr0", "isGateway": true,
+      {"type": "bridge", "bridge": "pxdemobr0", "isGateway": false,
        "ipam": {"type": "host-local", "dataDir": "$T/ipam", "ranges": [[{"subnet": "10.231.250.0/24"}]]}}]},
     {"cniVersion": "0.4.0", "name": "pxdemo-macvlan", "type": "macvlan", "master": "pxdemo-m0", "mode": "bridge",
      "ipam": {"type": "host-local", "dataDir": "$T/ipam", "ranges": [[{"subnet": "10.231.251.0/24"}]]}},
