@@ -151,7 +151,7 @@ public struct ResultCache: Sendable {
     }
 
     public func remove(network: String, containerID: String, ifname: String) throws(SystemError) {
-        try FileSystem.remove(try checkedPath(network: network, containerID: containerID, ifname: ifname, "unlink"))
+        try FileSystem.removeOwnEntry(try checkedPath(network: network, containerID: containerID, ifname: ifname, "unlink"))
     }
 
     /// Every readable entry, optionally only those of `containerID` (libcni `GetCachedAttachments`: the file name

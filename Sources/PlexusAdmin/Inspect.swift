@@ -81,6 +81,11 @@ public struct Inspector {
         var problems = corruptRecords.map { CacheProblem(path: $0.path, reason: Inspector.reason($0.reason, of: $0.path)) }
         problems += corruptEntries.map { let p = Inspector.pathOf($0); return CacheProblem(path: p, reason: Inspector.reason($0, of: p)) }
 
+        for dir in [store.directory, cache.directory] {
+            for name in (try? FileSystem.list(dir)) ?? [] where name.contains(FileSystem.quarantineMarker) {
+                problems.append(CacheProblem(path: dir + "/" + name, reason: "moved aside: it stood where a cache file belongs"))
+            }
+        }
         var accounted = Set<String>()
         var out: [InspectedAttachment] = []
         for r in records.sorted(by: { ($0.pod ?? "", $0.key.description) < ($1.pod ?? "", $1.key.description) }) {

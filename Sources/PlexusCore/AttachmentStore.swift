@@ -182,7 +182,7 @@ public struct AttachmentStore: Sendable {
         return .record(r)
     }
 
-    public func remove(_ key: AttachmentKey) throws(SystemError) { try FileSystem.remove(path(key)) }
+    public func remove(_ key: AttachmentKey) throws(SystemError) { try FileSystem.removeOwnEntry(path(key)) }
 
     /// All readable records of Plexus network `network`, and the paths of unreadable ones.
     public func list(network: String) -> (records: [AttachmentRecord], corrupt: [String]) {

@@ -195,6 +195,13 @@ public final class Plexus {
         switch store.read(key) {
         case .record(let r):
             record = r
+            // Result entries this attachment owns that the record does not list (left by an ADD that followed an
+            // unreadable record, or by a record rewritten with fewer networks) are deleted too: nothing this
+            // attachment created may outlive its DEL.
+            for n in ownedCachedNetworks() where !r.networks.contains(where: { $0.list.name == n.list.name && $0.ifname == n.ifname }) {
+                logger.warning("deleting a cached network the attachment record does not list", [("network", n.list.name), ("ifname", n.ifname)])
+                record.networks.append(n)
+            }
         case .corrupt(let why):
             logger.error("attachment record unreadable, deleting from the result cache and configuration", [("reason", why)])
             (record, bestEffort) = try reconstructRecord()
@@ -215,14 +222,7 @@ public final class Plexus {
     /// containerd's second DEL, the DEL that follows a failed ADD — a delegate that cannot DEL must not fail the
     /// runtime's DEL forever.
     func reconstructRecord() throws(CNIError) -> (AttachmentRecord, bestEffort: Set<String>) {
-        let (entries, corrupt) = cache.list(containerID: invocation.containerID)
-        for c in corrupt { logger.error("ignoring unreadable result cache file", [("reason", c)]) }
-        let owned = entries.filter { $0.entry.owner == owner }
-        var networks: [PlannedNetwork] = []
-        for (_, e) in owned {
-            guard let list = try? NetworkConfigList(bytes: e.config, source: "cached config") else { continue }
-            networks.append(PlannedNetwork(list: list, ifname: e.ifname, capabilityArgs: e.capabilityArgs))
-        }
+        var networks = ownedCachedNetworks()
         // Add the networks of the current configuration that the cache does not account for (a result file may be
         // corrupt too), so nothing Plexus' own configuration attaches can be skipped.
         var bestEffort: Set<String> = []
@@ -250,6 +250,23 @@ public final class Plexus {
         }
         return (AttachmentRecord(key: key, netns: invocation.netns, cniArgs: invocation.cniArgs,
                                  pod: invocation.pod?.description, state: .deleteFailed, networks: networks), bestEffort)
+    }
+
+    /// The delegate attachments the result cache attributes to this attachment, as networks to tear down (DEL only).
+    func ownedCachedNetworks() -> [PlannedNetwork] {
+        let (entries, corrupt) = cache.list(containerID: invocation.containerID)
+        for c in corrupt { logger.error("ignoring unreadable result cache file", [("reason", c)]) }
+        var networks: [PlannedNetwork] = []
+        for (_, e) in entries where e.owner == owner {
+            guard let list = try? NetworkConfigList(bytes: e.config, source: "cached config") else {
+                // Its DEL can never be replayed (nor GCed): it goes with the attachment that owns it, logged.
+                logger.error("removing a cached network whose configuration does not parse", [("network", e.networkName), ("ifname", e.ifname)])
+                try? cache.remove(network: e.networkName, containerID: e.containerID, ifname: e.ifname)
+                continue
+            }
+            networks.append(PlannedNetwork(list: list, ifname: e.ifname, capabilityArgs: e.capabilityArgs))
+        }
+        return networks
     }
 
     /// DELs every network of `record` in reverse order with its cached result, continuing past failures. Cache

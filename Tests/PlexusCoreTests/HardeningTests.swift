@@ -407,3 +407,53 @@ struct FakeLister: InterfaceLister {
         #expect(exec.live.isEmpty)
     }
 }
+
+@Suite struct NothingOutlivesDelTests {
+    @Test func anOwnedResultTheRecordDoesNotListIsDeletedToo() throws {
+        let dir = TempDir()
+        let exec = FakeExecutor()
+        // An ADD over an unreadable record: the old attachment's network "old" is cached but not in the new record.
+        let first = try makeConfig(dir, delegates: [net("a"), net("old")])
+        _ = try plexus(first, try invocation("ADD"), exec).add()
+        try FileSystem.writeAtomically(dir.path + "/cache/attachments/pxnet-c1-eth0", Array("{truncated".utf8))
+        let second = try makeConfig(dir, delegates: [net("a")])
+        _ = try plexus(second, try invocation("ADD"), exec).add()
+        #expect(dir.files("cache/results") == ["a-c1-eth0", "old-c1-net1"])
+        try plexus(second, try invocation("DEL"), exec).del()
+        #expect(exec.live.isEmpty)
+        #expect(dir.files("cache/results").isEmpty && dir.files("cache/attachments").isEmpty)
+    }
+
+    @Test func anEmptyDirectoryAtTheRecordPathNeverBlocksTheContainer() throws {
+        let dir = TempDir()
+        let exec = FakeExecutor()
+        let cfg = try makeConfig(dir, delegates: [net("a")])
+        try FileSystem.makeDirectories(dir.path + "/cache/attachments/pxnet-c1-eth0")
+        try plexus(cfg, try invocation("DEL"), exec).del()
+        #expect(dir.files("cache/attachments").isEmpty)
+        try FileSystem.makeDirectories(dir.path + "/cache/attachments/pxnet-c1-eth0")
+        _ = try plexus(cfg, try invocation("ADD"), exec).add()   // used to fail with code 5 forever (rename onto a directory)
+        #expect(FileSystem.isRegularFile(dir.path + "/cache/attachments/pxnet-c1-eth0"))
+        try plexus(cfg, try invocation("DEL"), exec).del()
+        #expect(exec.live.isEmpty && dir.files("cache/attachments").isEmpty)
+    }
+}
+
+@Suite struct QuarantineTests {
+    @Test func aDirectoryWithContentAtTheRecordPathIsMovedAsideNotDeleted() throws {
+        let dir = TempDir()
+        let exec = FakeExecutor()
+        let cfg = try makeConfig(dir, delegates: [net("a")])
+        try FileSystem.makeDirectories(dir.path + "/cache/attachments/pxnet-c1-eth0")
+        try FileSystem.writeAtomically(dir.path + "/cache/attachments/pxnet-c1-eth0/keep", Array("data".utf8))
+        try plexus(cfg, try invocation("DEL"), exec).del()
+        _ = try plexus(cfg, try invocation("ADD"), exec).add()
+        let names = dir.files("cache/attachments")
+        #expect(names.contains("pxnet-c1-eth0") && FileSystem.isRegularFile(dir.path + "/cache/attachments/pxnet-c1-eth0"))
+        let aside = names.filter { $0.contains(FileSystem.quarantineMarker) }
+        #expect(aside.count == 1)
+        #expect(FileSystem.isRegularFile(dir.path + "/cache/attachments/" + (aside.first ?? "") + "/keep"))
+        try plexus(cfg, try invocation("DEL"), exec).del()
+        #expect(exec.live.isEmpty)
+    }
+}
