@@ -8,10 +8,14 @@ A *case* is plain JSON (so a failing one can be saved under ``testenv/fuzz/regre
      "files": [{"path": "%CNI%/attachments/...", "kind": "file", "content": {...}}, ...],
      "traversal": ["../../x", ...],       # names from seeded files that may form paths outside cniDir
      "bystander": "pxy7",                 # another container whose cache files must stay untouched, or null
-     "then": ["CHECK", "DEL"]}            # run after a successful ADD, same environment
+     "then": ["CHECK", "DEL"],            # run after a successful ADD, same environment
+     "k8s": {"pod": {"namespace": "pxfz-a", "name": "pxfz-pod", "uid": "pxfz-uid", "annotations": {...}},
+             "nads": [{"namespace": ..., "name": ..., "config": "<spec.config>" or null, "annotations": {...}}]}}
+                                          # optional: objects put into the shared test API server first
 
 Placeholders (``%S%`` sandbox root, ``%CNI%``, ``%CONF%``, ``%BIN%``, ``%REC%``, ``%NS%``) are replaced in every
-string before use. The sandbox::
+string before use (with a "k8s" section also ``%KUBECONFIG%``: a JSON kubeconfig of the test API server, token
+file auth). The sandbox::
 
     %S%/r1/r2/r3/r4/r5/{cni,conf,bin}   cniDir, confDir, binDir (plexus-test-delegate + the ``pxsent`` sentinel)
     %S%/r1/r2/r3/r4/r5/evil, %S%/evil, %S%/outside/evil
@@ -27,7 +31,9 @@ CNI error object on stdout with an allowed integer code and string msg; on 0 a J
 empty/JSON output; no sentinel executed; nothing outside cniDir and .px created, removed or changed; delegates
 called only for the invocation's container (ADD/DEL/CHECK), never with data of the bystander container or with
 an invalid CNI_IFNAME; the bystander's cache files unchanged; after a successful DEL no cache file of the
-attachment left.
+attachment left. With a "k8s" section also: after a successful ADD of the case's pod its network-status
+annotation is a JSON list; after a successful DEL nothing left in attachments/ and results/ (when no files were
+seeded) and no fake-delegate state file in %S%/.px/state.
 """
 
 import base64
@@ -41,8 +47,10 @@ import stat
 import subprocess
 import tempfile
 import time
+from urllib.parse import quote
 
 from testenv.lib import plexus as px
+from testenv.lib.kubeapi import NAD_GROUP, NAD_PLURAL, NAD_VERSION, KubeAPI
 
 ERROR_KEYS = {"cniVersion", "code", "msg", "details"}
 SPEC_CODES = {1, 2, 3, 4, 5, 6, 7, 8, 11}   # 1-7 and 11 (SPEC), 8 (libcni ErrInvalidNetNS)
@@ -516,6 +524,143 @@ def check_leftovers(sb, ident, candidates, step):
     return out
 
 
+
+# ----------------------------------------------------------------------------------------------------------------
+# Kubernetes objects (the "k8s" section)
+# ----------------------------------------------------------------------------------------------------------------
+
+STATUS_ANN = "k8s.v1.cni.cncf.io/network-status"
+NAD_BASE = "/apis/%s/%s/namespaces/%%s/%s" % (NAD_GROUP, NAD_VERSION, NAD_PLURAL)
+
+
+class K8sTarget:
+    """One test API server (KubeAPI) for many cases: the NAD CRD installed, a JSON kubeconfig with token-file auth,
+    and the objects of the previous case removed before the next case's are created."""
+
+    def __init__(self, kube):
+        self.kube = kube
+        kube.install_nad_crd()
+        self.kubeconfig = str(kube.state_dir / "fuzz-kubeconfig.json")
+        doc = {"apiVersion": "v1", "kind": "Config", "current-context": "fz",
+               "clusters": [{"name": "fz", "cluster": {"server": kube.url, "certificate-authority": str(kube.ca_path)}}],
+               "users": [{"name": "fz", "user": {"tokenFile": str(kube.token_file)}}],
+               "contexts": [{"name": "fz", "context": {"cluster": "fz", "user": "fz"}}]}
+        with open(self.kubeconfig, "w") as f:
+            json.dump(doc, f)
+        self.namespaces = set()
+        self.pods = set()
+        self.nads = set()
+
+    def _api(self, method, path, body=None):
+        st, data = self.kube.api(method, path, body, ok=None)
+        if st >= 500 or st == 0:
+            raise RuntimeError("test API server: %s %s -> %s: %s" % (method, path, st, data))
+        return st
+
+    def _namespace(self, ns):
+        if ns not in self.namespaces:
+            self.kube.create_namespace(ns)
+            self.namespaces.add(ns)
+
+    def apply(self, sb, spec):
+        """Deletes the previous case's pod and NADs, creates this case's (placeholders replaced). Returns how many
+        objects the server refused (4xx)."""
+        for ns, name in sorted(self.pods):
+            self._api("DELETE", "/api/v1/namespaces/%s/pods/%s" % (ns, quote(name, safe="")))
+        self.pods.clear()
+        for ns, name in sorted(self.nads):
+            self._api("DELETE", (NAD_BASE % ns) + "/" + quote(name, safe=""))
+        self.nads.clear()
+        refused = 0
+        for nad in spec.get("nads") or []:
+            ns, name = nad["namespace"], nad["name"]
+            self._namespace(ns)
+            obj = {"apiVersion": "%s/%s" % (NAD_GROUP, NAD_VERSION), "kind": "NetworkAttachmentDefinition",
+                   "metadata": {"name": name, "namespace": ns}, "spec": {}}
+            if nad.get("annotations"):
+                obj["metadata"]["annotations"] = {k: sb.sub(v) for k, v in nad["annotations"].items()}
+            if nad.get("config") is not None:
+                obj["spec"]["config"] = sb.sub(nad["config"])
+            st = self._api("POST", NAD_BASE % ns, obj)
+            if st == 409:
+                st = self._api("PUT", (NAD_BASE % ns) + "/" + quote(name, safe=""), obj)
+            if st in (200, 201):
+                self.nads.add((ns, name))
+            else:
+                refused += 1
+        pod = spec.get("pod")
+        if pod:
+            ns, name = pod["namespace"], pod["name"]
+            self._namespace(ns)
+            md = {"name": name, "namespace": ns}
+            if pod.get("uid"):
+                md["uid"] = pod["uid"]
+            if pod.get("annotations"):
+                md["annotations"] = {k: sb.sub(v) for k, v in pod["annotations"].items()}
+            body = {"apiVersion": "v1", "kind": "Pod", "metadata": md,
+                    "spec": {"containers": [{"name": "main", "image": "registry.k8s.io/pause:3.10"}]}}
+            st = self._api("POST", "/api/v1/namespaces/%s/pods" % ns, body)
+            if st == 201:
+                self.pods.add((ns, name))
+            else:
+                refused += 1
+        return refused
+
+    def annotations(self, ns, name):
+        st, data = self.kube.api("GET", "/api/v1/namespaces/%s/pods/%s" % (ns, quote(name, safe="")), ok=None)
+        if st != 200:
+            return None
+        return data["metadata"].get("annotations") or {}
+
+
+_SHARED = []
+
+
+def shared_k8s():
+    """A test API server for this process (started on first use, stopped at exit by kubeapi's atexit hook)."""
+    if not _SHARED:
+        _SHARED.append(K8sTarget(KubeAPI()))
+    return _SHARED[0]
+
+
+def _pod_identity(env):
+    args = dict(kv.split("=", 1) for kv in (env.get("CNI_ARGS") or "").split(";") if "=" in kv)
+    return args.get("K8S_POD_NAMESPACE"), args.get("K8S_POD_NAME")
+
+
+def check_network_status(kube, case, env, step):
+    """After a successful ADD of the case's own pod: network-status is a JSON list of objects."""
+    pod = case["k8s"].get("pod")
+    if not pod or _pod_identity(env) != (pod["namespace"], pod["name"]):
+        return []
+    ann = kube.annotations(pod["namespace"], pod["name"])
+    value = (ann or {}).get(STATUS_ANN)
+    try:
+        doc = json.loads(value)
+        ok = isinstance(doc, list) and doc and all(isinstance(e, dict) for e in doc)
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        return [_v("wrong-shape", "network-status not a JSON list after ADD", repr(value)[:600], step)]
+    return []
+
+
+def check_k8s_leftovers(sb, case, step):
+    """After a successful DEL: no cache file at all (when none was seeded) and no fake-delegate state file."""
+    out = []
+    if not case.get("files"):
+        left = []
+        for sub in ("attachments", "results"):
+            d = os.path.join(sb.cni, sub)
+            if os.path.isdir(d):
+                left += [os.path.join(sub, n) for n in sorted(os.listdir(d))]
+        if left:
+            out.append(_v("leftover", "cache file after DEL (k8s)", ", ".join(left), step))
+    state = os.path.join(sb.allowed, "state")
+    if os.path.isdir(state) and os.listdir(state):
+        out.append(_v("leftover", "delegate state file after DEL", ", ".join(sorted(os.listdir(state))), step))
+    return out
+
 # ----------------------------------------------------------------------------------------------------------------
 # One case
 # ----------------------------------------------------------------------------------------------------------------
@@ -525,6 +670,7 @@ class Outcome:
         self.runs = []
         self.violations = []
         self.delegate_calls = 0
+        self.api_rejected = 0      # k8s objects of the case the API server refused (4xx): not a violation
 
 
 def bystander_paths(sb, case):
@@ -534,16 +680,22 @@ def bystander_paths(sb, case):
     return sorted(sb.sub(f["path"]) for f in case.get("files") or [] if ("-%s-" % y) in f["path"])
 
 
-def run_case(case, binary, bin_src, parent=None, timeout=DEFAULT_TIMEOUT):
+def run_case(case, binary, bin_src, parent=None, timeout=DEFAULT_TIMEOUT, kube=None):
+    """``kube``: the K8sTarget for a case with a "k8s" section (default: one shared server for the process)."""
     sb = Sandbox(bin_src, parent)
     try:
-        return _run_case(sb, case, binary, timeout)
+        return _run_case(sb, case, binary, timeout, kube)
     finally:
         sb.remove()
 
 
-def _run_case(sb, case, binary, timeout):
+def _run_case(sb, case, binary, timeout, kube=None):
     res = Outcome()
+    spec = case.get("k8s")
+    if spec is not None:
+        kube = kube or shared_k8s()
+        sb.subst.insert(0, ("%KUBECONFIG%", kube.kubeconfig))
+        res.api_rejected = kube.apply(sb, spec)
     materialize(sb, case.get("files") or [])
     plant_victims(sb, case)
     skip = {sb.cni, sb.allowed}
@@ -573,6 +725,11 @@ def _run_case(sb, case, binary, timeout):
             by_before = describe_paths(by_paths)
         if verb == "DEL" and r.code == 0 and ident and not r.hang:
             found += check_leftovers(sb, ident, candidates, step)
+        if spec is not None and r.code == 0 and not r.hang:
+            if verb == "DEL":
+                found += check_k8s_leftovers(sb, case, step)
+            elif verb == "ADD" and i == 0:
+                found += check_network_status(kube, case, env, step)
         res.violations += found
         if i == 0 and verb == "ADD" and r.code == 0 and ident:
             candidates = owned_results(sb, ident)
@@ -595,7 +752,7 @@ class Tally:
     """Counts over many cases, and the smallest failing case per violation signature."""
 
     def __init__(self):
-        self.counts = {"cases": 0, "invocations": 0, "failed_cases": 0, "delegate_calls": 0}
+        self.counts = {"cases": 0, "invocations": 0, "failed_cases": 0, "delegate_calls": 0, "api_rejected": 0}
         self.counts.update({v: 0 for v in COUNT_KEYS.values()})
         self.exits = {}
         self.error_codes = {}
@@ -607,6 +764,7 @@ class Tally:
         c["cases"] += 1
         c["invocations"] += len(res.runs)
         c["delegate_calls"] += res.delegate_calls
+        c["api_rejected"] += res.api_rejected
         for r in res.runs:
             key = "hang" if r.hang else str(r.code)
             self.exits[key] = self.exits.get(key, 0) + 1
