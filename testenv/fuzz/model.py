@@ -11,6 +11,12 @@
   traversal names, wrong kind, truncated, random bytes, symlinks (outside, dangling, FIFO, loop), FIFOs,
   directories, hard links; DEL, ADD, CHECK, GC and STATUS over them, next to a bystander container whose files
   must stay untouched.
+* ``k8s``: a pod on the test API server with generated ``k8s.v1.cni.cncf.io/networks`` (shorthand and JSON form:
+  odd names, namespaces and interfaces, ips, mac, default-route, cni-args, portMappings, bandwidth,
+  infiniband-guid, deviceID, extreme numbers, huge arrays, deep nesting, invalid JSON, wrong types) and
+  ``v1.multus-cni.io/default-network`` annotations, and NetworkAttachmentDefinitions with generated
+  ``spec.config`` (valid fake delegates, missing or evil types, non-JSON, empty, huge) and resourceName
+  annotations; ADD (then DEL) through a kubeconfig pointing at the server.
 
 Alternatives are listed benign first, and optional features are off at the low end of their draw, so hypothesis'
 shrinking (``PLEXUS_FUZZ_SHRINK=1``) walks towards the smallest failing case.
@@ -464,6 +470,286 @@ def mutate_env(draw, env):
     return env
 
 
+
+# ----------------------------------------------------------------------------------------------------------------
+# Kubernetes: pod annotations and NetworkAttachmentDefinitions
+# ----------------------------------------------------------------------------------------------------------------
+
+K8S_NS = ["pxfz-a", "pxfz-b"]
+K8S_POD = "pxfz-pod"
+K8S_UID = "pxfz-uid"
+NAD_NAMES = ["pxn-a", "pxn-b", "pxn-c"]
+NETWORKS_ANN = "k8s.v1.cni.cncf.io/networks"
+DEFAULT_NET_ANN = "v1.multus-cni.io/default-network"
+RESOURCE_ANN = "k8s.v1.cni.cncf.io/resourceName"
+WEIRD_NAMES = ["pxconf", "missing", "", "PXN-A", "pxn_a", "-pxn", "pxn-a.", "x" * 64, "a/b", "../pxn-a", "pxn-a\u0001",
+               "\u00e9", " pxn-a", "pxn-a "]
+WEIRD_NS = ["default", "kube-system", "", "PXFZ", "x" * 64, "..", "a.b", "pxfz-a\u0001", "nope"]
+GOOD_IFACES = ["net1", "net5", "eth1", "x" * 15]
+IFACES = ["net1", "net5", "eth1", "eth0", "x" * 15, "x" * 16, "a/b", "..", ".", "", "a\u0001", "\u001f", "\u007f",
+          "a b", "a:b", "\u00e9", "net0", "lo"]
+GOOD_IPS = ["10.1.1.5/24", "fd00::5/64"]
+IPS = ["10.1.1.5/24", "10.1.1.5", "fd00::5/64", "garbage", "10.1.1.5/33", "", "1.2.3.4.5", "::", "10.1.1.256"]
+MACS = ["02:00:00:00:00:05", "02-00-00-00-00-05", "zz:zz", "", "02:00:00:00:00:05:06", "02:00:00:00:00"]
+GUIDS = ["c2:11:22:33:44:55:66:77", "c2:11:22:33:44:55:66", "", "zz"]
+GWS = ["10.1.1.1", "fd00::1", "garbage", "10.1.1.1/24", ""]
+ODD = [Lit("5"), Lit("1e400"), Lit("-1e400"), Lit("null"), Lit("true"), Lit("[]"), Lit("{}"), Lit("1" + "0" * 400),
+       Lit('"\\u0000"'), Lit('"\\ud800"'), "x", Lit("-0"), Lit("4.9e-324")]
+PORTS = [Lit("80"), Lit("0"), Lit("65536"), Lit("-1"), Lit("1e400"), Lit("80.5"), "80", Lit("null"),
+         Lit("9223372036854775808")]
+
+
+def odd_or(draw, options, p=0.15):
+    return pick(draw, ODD) if chance(draw, p) else pick(draw, options)
+
+
+def port_mapping(draw):
+    pm = {}
+    for k in ("hostPort", "containerPort"):
+        if not chance(draw, 0.1):
+            pm[k] = pick(draw, PORTS)
+    if chance(draw, 0.5):
+        pm["protocol"] = odd_or(draw, ["tcp", "udp", "sctp", "TCP", "icmp", ""])
+    if chance(draw, 0.3):
+        pm["hostIP"] = odd_or(draw, ["0.0.0.0", "::", "garbage", "10.1.1.1/24"])
+    return pm
+
+
+def bandwidth(draw):
+    bw = {}
+    for k in ("ingressRate", "ingressBurst", "egressRate", "egressBurst"):
+        if chance(draw, 0.5):
+            bw[k] = pick(draw, [Lit("1000"), Lit("0"), Lit("-5"), Lit("1e400"), Lit("1.5"), "1000",
+                                Lit("9223372036854775807"), Lit("18446744073709551616"), Lit("null")])
+    return bw
+
+
+def cni_args_value(draw):
+    if chance(draw, 0.2):
+        return pick(draw, [Lit("5"), Lit("[]"), "x", Lit("null"), Lit("true"), Lit("1e400")])
+    args = {}
+    for _ in range(draw(st.integers(0, 3))):
+        k = pick(draw, ["foo", "cniVersion", "name", "type", "plugins", "", "recordDir", "stateDir", "fail"])
+        args[k] = pick(draw, ODD + ["bar", SENTINEL, "../evil", "%S%/outside", {"ADD": {"code": Lit("7")}},
+                                    [Lit("1"), {"a": Lit("1e400")}]])
+    return args
+
+
+ELEMENT_KEYS = ["namespace", "interface", "ips", "mac", "default-route", "cni-args", "portMappings", "bandwidth",
+                "infiniband-guid", "deviceID", "interfaceRequest", "ipam-claim-reference", "unknown"]
+
+
+def element(draw, namespaces):
+    """One JSON-form selection element."""
+    e = {}
+    if not chance(draw, 0.05):
+        e["name"] = pick(draw, WEIRD_NAMES) if chance(draw, 0.15) else \
+            (pick(draw, ODD) if chance(draw, 0.04) else pick(draw, NAD_NAMES))
+    for k in ELEMENT_KEYS:
+        if not chance(draw, 0.12):
+            continue
+        if k == "namespace":
+            v = odd_or(draw, WEIRD_NS if chance(draw, 0.3) else namespaces, 0.1)
+        elif k in ("interface", "interfaceRequest"):
+            v = odd_or(draw, IFACES if chance(draw, 0.4) else GOOD_IFACES, 0.1)
+        elif k == "ips":
+            v = pick(draw, ODD) if chance(draw, 0.15) else \
+                [odd_or(draw, IPS if chance(draw, 0.4) else GOOD_IPS, 0.1) for _ in range(draw(st.integers(0, 3)))]
+        elif k == "mac":
+            v = odd_or(draw, MACS if chance(draw, 0.4) else MACS[:1])
+        elif k == "infiniband-guid":
+            v = odd_or(draw, GUIDS)
+        elif k == "default-route":
+            v = pick(draw, ODD) if chance(draw, 0.15) else \
+                [odd_or(draw, GWS, 0.1) for _ in range(draw(st.integers(0, 3)))]
+        elif k == "cni-args":
+            v = cni_args_value(draw)
+        elif k == "portMappings":
+            v = pick(draw, ODD) if chance(draw, 0.15) else \
+                [port_mapping(draw) if not chance(draw, 0.1) else pick(draw, ODD) for _ in range(draw(st.integers(0, 2)))]
+        elif k == "bandwidth":
+            v = pick(draw, ODD) if chance(draw, 0.15) else bandwidth(draw)
+        elif k == "deviceID":
+            v = odd_or(draw, ["0000:00:01.0", "", "x" * 300, "a\u0001b"])
+        elif k == "ipam-claim-reference":
+            v = odd_or(draw, ["claim", ""])
+        else:
+            v = pick(draw, ODD + ["x"])
+        e[k if k != "unknown" else pick(draw, ["foo", "", "Name", "name "])] = v
+    return e
+
+
+def shorthand(draw, namespaces):
+    items = []
+    for _ in range(draw(st.integers(1, 4))):
+        name = pick(draw, WEIRD_NAMES) if chance(draw, 0.15) else pick(draw, NAD_NAMES)
+        item = name
+        if chance(draw, 0.3):
+            item = pick(draw, WEIRD_NS if chance(draw, 0.3) else namespaces) + "/" + item
+        if chance(draw, 0.3):
+            item += "@" + pick(draw, IFACES if chance(draw, 0.3) else GOOD_IFACES)
+        if chance(draw, 0.08):
+            item = pick(draw, ["a/b/c", "a@b@c", "@net1", "/pxn-a", "pxn-a@", " ", "", "pxn-a@net1@net2",
+                               "pxfz-a/", "\u0000"])
+        items.append(item)
+    sep = pick(draw, [",", ", ", ",,", " , "]) if chance(draw, 0.15) else ","
+    return sep.join(items)
+
+
+HUGE_ANN = [
+    "[" + ",".join(["5"] * 20000) + "]",
+    "[" + ",".join(['{"name":"pxn-a","interface":"net1"}'] * 3000) + "]",
+    "[" + ",".join(['{"name":"pxn-a","namespace":"%s"}' % ("x" * 64)] * 3000) + "]",
+    "[" * 100000 + "]" * 100000,
+    "[" * 600 + "]" * 600,
+    '[{"name":"pxn-a","cni-args":' + '{"a":' * 600 + "1" + "}" * 600 + "}]",
+    '[{"name":"' + "x" * 200000 + '"}]',
+    ",".join(["pxn-a"] * 20000),
+]
+BAD_JSON = ["[", "[{", '[{"name":"pxn-a"}', '[{"name":"pxn-a",}]', "[]", "{}", '{"name":"pxn-a"}', "null", "5",
+            '"pxn-a"', "[1e400]", '[{"name":"pxn-a"}] x', '[{"name":"pxn-a","name":"pxn-b"}]', "[\"\\ud800\"]",
+            '[{"name":"\\u0000"}]', "\ufeff[]", "[{\"name\":\"pxn-a\"}]\u0000", " ", "", "\t[]\n", "[null]",
+            '[{"name":"pxn-a","interface":"net1"},{"name":"pxn-b","interface":"net1"}]',
+            '[{"name":"pxn-a","interface":"eth0"}]',
+            '[{"name":"pxn-a","default-route":["10.1.1.1"]},{"name":"pxn-b","default-route":["10.2.2.2"]}]']
+
+
+def networks_annotation(draw, namespaces):
+    form = draw(st.integers(0, 9))
+    if form <= 3:
+        return shorthand(draw, namespaces)
+    if form <= 7:
+        return to_json([element(draw, namespaces) if not chance(draw, 0.05) else pick(draw, ODD)
+                        for _ in range(draw(st.integers(0, 4)))])
+    if form == 8:
+        return pick(draw, BAD_JSON)
+    return pick(draw, HUGE_ANN)
+
+
+def default_network_annotation(draw, namespaces):
+    return pick(draw, [pick(draw, NAD_NAMES), pick(draw, namespaces) + "/" + pick(draw, NAD_NAMES),
+                       pick(draw, NAD_NAMES) + "@net1", "pxn-a,pxn-b", '[{"name":"pxn-a"}]',
+                       '[{"name":"pxn-a"},{"name":"pxn-b"}]', '[{"name":"pxn-a","interface":"net3"}]', "[]", "",
+                       pick(draw, WEIRD_NAMES), "[", '{"name":"pxn-a"}'])
+
+
+def nad_config(draw, name):
+    kind = draw(st.integers(0, 19))
+    if kind <= 11:   # a valid fake delegate (conf or list), maybe failing, maybe declaring capabilities
+        plugins = []
+        for _ in range(2 if chance(draw, 0.15) else 1):
+            p = {"type": FAKE, "recordDir": "%REC%"}
+            if chance(draw, 0.5):
+                p["stateDir"] = "%S%/.px/state"
+            if chance(draw, 0.3):
+                p["capabilities"] = {c: True for c in draw(st.lists(st.sampled_from(
+                    ["ips", "mac", "portMappings", "bandwidth", "infinibandGUID", "deviceID", "cniArgs"]),
+                    max_size=4, unique=True))}
+            if chance(draw, 0.15):
+                p["fail"] = {pick(draw, ["ADD", "DEL", "CHECK"]): {"code": Lit(pick(draw, CODES)),
+                                                                    "msg": pick(draw, MSGS)}}
+            plugins.append(p)
+        v = pick(draw, VERSIONS) if chance(draw, 0.3) else "1.0.0"
+        nm = name if not chance(draw, 0.1) else pick(draw, ["other", "", "pxnet", "pxconf"])
+        if len(plugins) == 1 and chance(draw, 0.5):
+            return to_json(dict({"cniVersion": v, "name": nm}, **plugins[0]))
+        return to_json({"cniVersion": v, "name": nm, "plugins": plugins})
+    if kind == 12:
+        return to_json({"cniVersion": "1.0.0", "name": name, "recordDir": "%REC%"})   # missing type
+    if kind == 13:
+        return to_json({"cniVersion": "1.0.0", "name": name, "type": pick(draw, EVIL_TYPES), "recordDir": "%REC%"})
+    if kind == 14:
+        return None   # no spec.config: loaded from confDir by name
+    if kind == 15:
+        return pick(draw, ["", " ", "not json", "{", "[]", "null", "5", '"x"', "{}", "\u0000", "\ufeff{}"])
+    if kind == 16:
+        return to_json({"cniVersion": "1.0.0", "name": name, "type": FAKE, "recordDir": "%REC%",
+                        "pad": "x" * 300000})
+    if kind == 17:
+        return to_json({"cniVersion": "1.0.0", "name": name, "plugins": pick(draw, [[], Lit("5"), [Lit("5")], [{}]])})
+    if kind == 18:
+        return '{"cniVersion":"1.0.0","name":"%s","type":"%s","recordDir":"%%REC%%","x":%s}' % (
+            name, FAKE, "[" * 400 + "]" * 400)
+    return to_json({"cniVersion": pick(draw, WEIRD_VERSIONS + ["1.0.0"]), "name": pick(draw, WEIRD_STR + [name]),
+                    "type": FAKE, "recordDir": "%REC%", "delegateTimeoutSeconds": pick(draw, NUMBERS)})
+
+
+def k8s_section(draw, ns):
+    namespaces = [ns] + [n for n in K8S_NS if n != ns]
+    nads = []
+    for nm in NAD_NAMES + ["pxconf"]:   # most selections find their NADs (a missing one is a plain code 7)
+        for nns in namespaces:
+            present = not chance(draw, 0.15) if (nns == ns and nm != "pxconf") else chance(draw, 0.2)
+            if not present:
+                continue
+            nad = {"namespace": nns, "name": nm, "config": nad_config(draw, nm)}
+            if chance(draw, 0.2):
+                nad["annotations"] = {RESOURCE_ANN: pick(draw, ["intel.com/sriov", "", "x" * 300, "a\u0001b",
+                                                                "../x", "intel.com/sriov\u0000"])}
+            nads.append(nad)
+    ann = {}
+    if not chance(draw, 0.08):
+        ann[NETWORKS_ANN] = networks_annotation(draw, namespaces)
+    if chance(draw, 0.15):
+        ann[DEFAULT_NET_ANN] = default_network_annotation(draw, namespaces)
+    pod = {"namespace": ns, "name": K8S_POD, "uid": K8S_UID, "annotations": ann}
+    return {"pod": pod, "nads": nads}
+
+
+def k8s_config(draw, version):
+    cfg = plexus_config(version, [px.conf("pxcluster", version, px.fake(recordDir="%REC%", stateDir="%S%/.px/state"))
+                                  if chance(draw, 0.5) else
+                                  px.conf("pxcluster", version, px.fake(recordDir="%REC%"))])
+    cfg["kubeconfig"] = "%KUBECONFIG%"
+    cfg["apiDeadlineSeconds"] = Lit("1")   # well under the 3 s hang timeout, even with thousands of NAD GETs
+    for _ in range(draw(st.integers(0, 2))):
+        k = pick(draw, ["namespaceIsolation", "globalNamespaces", "multusNamespace", "defaultNetworks",
+                        "systemNamespaces", "capabilities", "runtimeConfig"])
+        cfg[k] = {"namespaceIsolation": pick(draw, [True, False]),
+                  "globalNamespaces": pick(draw, ["pxfz-b", "pxfz-a,pxfz-b", ""]),
+                  "multusNamespace": pick(draw, K8S_NS + ["nope"]),
+                  "defaultNetworks": pick(draw, [["pxn-a"], ["pxn-b", "pxn-c"], ["pxconf"], ["missing"]]),
+                  "systemNamespaces": pick(draw, [["pxfz-a"], []]),
+                  "capabilities": {"portMappings": True, "bandwidth": True},
+                  "runtimeConfig": {"portMappings": [{"hostPort": Lit("8080"), "containerPort": Lit("80"),
+                                                      "protocol": "tcp"}]}}[k]
+    if "defaultNetworks" in cfg and "multusNamespace" not in cfg and not chance(draw, 0.3):
+        cfg["multusNamespace"] = K8S_NS[0]   # where the NADs are (the default, kube-system, has none)
+    return cfg
+
+
+def k8s_env_plain(cid, ifname, ns):
+    args = "IgnoreUnknown=1;K8S_POD_NAMESPACE=%s;K8S_POD_NAME=%s;K8S_POD_INFRA_CONTAINER_ID=%s" % (ns, K8S_POD, cid)
+    return {"CNI_CONTAINERID": cid, "CNI_NETNS": "%NS%", "CNI_IFNAME": ifname, "CNI_PATH": "%BIN%", "CNI_ARGS": args}
+
+
+def k8s_env(draw, cid, ifname, ns):
+    env = k8s_env_plain(cid, ifname, ns)
+    args = env["CNI_ARGS"]
+    if chance(draw, 0.5):
+        args += ";K8S_POD_UID=" + (K8S_UID if not chance(draw, 0.1) else "other-uid")
+    if chance(draw, 0.05):
+        args = pick(draw, ["IgnoreUnknown=1;K8S_POD_NAMESPACE=%s;K8S_POD_NAME=nopod" % ns,
+                           "IgnoreUnknown=1;K8S_POD_NAMESPACE=pxfz-none;K8S_POD_NAME=%s" % K8S_POD,
+                           "IgnoreUnknown=1;K8S_POD_NAMESPACE=../..;K8S_POD_NAME=../x",
+                           "IgnoreUnknown=1;K8S_POD_NAMESPACE=%s;K8S_POD_NAME=%s%%2F..%%2Fx" % (ns, K8S_POD)])
+    env["CNI_ARGS"] = args
+    return env
+
+
+def k8s_case(draw):
+    verb = pick(draw, ["ADD"] * 9 + ["DEL", "CHECK"])
+    version = "1.1.0" if not chance(draw, 0.3) else pick(draw, VERSIONS[:4])
+    cid = "pxc%d" % draw(st.integers(0, 999))
+    ifname = "eth0" if not chance(draw, 0.1) else pick(draw, ["net1", "e", "x" * 15])
+    ns = K8S_NS[0] if not chance(draw, 0.2) else K8S_NS[1]
+    then = []
+    if verb == "ADD":
+        then = ["CHECK", "DEL"] if chance(draw, 0.2) else ["DEL"]
+    return {"focus": "k8s", "verb": verb, "env": k8s_env(draw, cid, ifname, ns),
+            "stdin": to_json(k8s_config(draw, version)), "files": [], "traversal": [], "bystander": None,
+            "then": then, "k8s": k8s_section(draw, ns)}
+
 # ----------------------------------------------------------------------------------------------------------------
 # Cases
 # ----------------------------------------------------------------------------------------------------------------
@@ -477,6 +763,8 @@ VERBS = {
 
 @st.composite
 def cases(draw, focus):
+    if focus == "k8s":
+        return k8s_case(draw)
     verb = pick(draw, VERBS[focus])
     version = "1.1.0" if not chance(draw, 0.3) else pick(draw, VERSIONS)
     cid = "pxc%d" % draw(st.integers(0, 999))

@@ -1,11 +1,12 @@
 """Property-based fuzzing of the real plexus binary (hypothesis): generated configurations, environments,
-pre-seeded cache files and failing delegates, each case in a fresh sandbox (testenv/fuzz/harness.py lists the
-oracles, testenv/fuzz/model.py what is generated).
+pre-seeded cache files, failing delegates, and pod annotations and NADs served by the test API server, each case in
+a fresh sandbox (testenv/fuzz/harness.py lists the oracles, testenv/fuzz/model.py what is generated).
 
 * ``test_fuzz[config|env|cache]``: ``PLEXUS_FUZZ_EXAMPLES`` cases in all (default 2100), seeded
   (``PLEXUS_FUZZ_SEED``, default fixed), no example database. Every violation is collected; the test fails at the
   end listing them, and the smallest case per distinct failure goes to ``testenv/.work/fuzz-failures/``.
   ``PLEXUS_FUZZ_SHRINK=1`` lets hypothesis shrink each distinct failure instead (slow, for new regressions).
+* ``test_fuzz[k8s]``: ``PLEXUS_FUZZ_K8S_EXAMPLES`` cases (default 350) against one test API server for the module.
 * ``test_regression[<file>]``: every ``testenv/fuzz/regressions/*.json`` case, replayed.
 
 Counts go to ``testenv/.work/fuzz-counts.json``; a summary line is printed at the end.
@@ -22,12 +23,15 @@ from hypothesis import HealthCheck, Phase, given, seed, settings
 
 from testenv.fuzz import harness, model
 from testenv.lib import plexus as px
+from testenv.lib.kubeapi import KubeAPI
 
 WORK = os.path.join(px.REPO, "testenv", ".work")
 FAILURES = os.path.join(WORK, "fuzz-failures")
 REGRESSIONS = os.path.join(px.REPO, "testenv", "fuzz", "regressions")
 TOTAL = int(os.environ.get("PLEXUS_FUZZ_EXAMPLES", "2100"))
 SHARES = [("config", 0.40), ("env", 0.15), ("cache", 0.45)]
+K8S_TOTAL = int(os.environ.get("PLEXUS_FUZZ_K8S_EXAMPLES", "350"))
+FOCUSES = [f for f, _ in SHARES] + ["k8s"]
 SEED = int(os.environ.get("PLEXUS_FUZZ_SEED", "20251202"))
 SHRINK = os.environ.get("PLEXUS_FUZZ_SHRINK") == "1"
 
@@ -78,19 +82,30 @@ def _violation_error(case, res):
 _ERRORS = {}
 
 
-@pytest.mark.parametrize("focus", [f for f, _ in SHARES])
-def test_fuzz(focus, px_bin_dir, tmp_path):
-    n = max(1, round(TOTAL * dict(SHARES)[focus]))
+@pytest.fixture(scope="module")
+def fuzz_kube(tmp_path_factory):
+    """One test API server (NAD CRD installed) for every k8s case of the module."""
+    api = KubeAPI(tmp_path_factory.mktemp("fuzz-kube"))
+    try:
+        yield harness.K8sTarget(api)
+    finally:
+        api.close()
+
+
+@pytest.mark.parametrize("focus", FOCUSES)
+def test_fuzz(focus, px_bin_dir, tmp_path, request):
+    n = K8S_TOTAL if focus == "k8s" else max(1, round(TOTAL * dict(SHARES)[focus]))
+    kube = request.getfixturevalue("fuzz_kube") if focus == "k8s" else None
     binary = os.path.join(px_bin_dir, "plexus")
     tally = harness.Tally()
 
-    @seed(SEED + [f for f, _ in SHARES].index(focus))
+    @seed(SEED + FOCUSES.index(focus))
     @settings(max_examples=n, database=None, deadline=None, derandomize=False, print_blob=False,
               suppress_health_check=list(HealthCheck),
               phases=[Phase.generate, Phase.shrink] if SHRINK else [Phase.explicit, Phase.generate])
     @given(model.cases(focus))
     def prop(case):
-        res = harness.run_case(case, binary, px_bin_dir, parent=str(tmp_path))
+        res = harness.run_case(case, binary, px_bin_dir, parent=str(tmp_path), kube=kube)
         tally.add(case, res)
         if SHRINK and res.violations:
             raise _violation_error(case, res)
@@ -112,10 +127,12 @@ def _regressions():
 
 
 @pytest.mark.parametrize("path", _regressions(), ids=[os.path.basename(p)[:-5] for p in _regressions()])
-def test_regression(path, px_bin_dir, tmp_path):
+def test_regression(path, px_bin_dir, tmp_path, request):
     with open(path) as f:
         doc = json.load(f)
-    res = harness.run_case(doc["case"], os.path.join(px_bin_dir, "plexus"), px_bin_dir, parent=str(tmp_path))
+    kube = request.getfixturevalue("fuzz_kube") if "k8s" in doc["case"] else None
+    res = harness.run_case(doc["case"], os.path.join(px_bin_dir, "plexus"), px_bin_dir, parent=str(tmp_path),
+                           kube=kube)
     found = ["%s: %s" % (harness.signature(v, doc["case"]["verb"]), v["detail"][:300]) for v in res.violations]
     if found:
         pytest.fail("%s\n%s" % (doc.get("description", ""), "\n".join(found)), pytrace=False)
@@ -158,3 +175,21 @@ def test_harness_seeded_record_is_plexus_format(px_bin_dir, tmp_path):
         assert os.path.exists(os.path.join(sb.cni, "attachments", "pxnet-pxy1-eth0"))
     finally:
         sb.remove()
+
+
+def test_harness_k8s_lifecycle_has_no_violations(px_bin_dir, tmp_path, fuzz_kube):
+    """A "k8s" case: the pod's JSON-form selection of a NAD served by the test API server is attached (cluster
+    network + NAD, both with state files), network-status is written, and DEL leaves no cache or state file."""
+    nad = model.to_json(px.conf("pxn-a", "1.0.0", px.fake(recordDir="%REC%", stateDir="%S%/.px/state")))
+    case = {"verb": "ADD", "env": model.k8s_env_plain("pxc1", "eth0", "pxfz-a"),
+            "stdin": model.to_json(dict(model.plexus_config("1.1.0", [px.conf("pxcluster", "1.1.0", px.fake(
+                recordDir="%REC%", stateDir="%S%/.px/state"))]), kubeconfig="%KUBECONFIG%")),
+            "then": ["CHECK", "DEL"],
+            "k8s": {"pod": {"namespace": "pxfz-a", "name": model.K8S_POD, "uid": model.K8S_UID,
+                            "annotations": {model.NETWORKS_ANN: '[{"name":"pxn-a","interface":"net7"}]'}},
+                    "nads": [{"namespace": "pxfz-a", "name": "pxn-a", "config": nad}]}}
+    res = harness.run_case(case, os.path.join(px_bin_dir, "plexus"), px_bin_dir, parent=str(tmp_path), kube=fuzz_kube)
+    assert [(r.verb, r.code) for r in res.runs] == [("ADD", 0), ("CHECK", 0), ("DEL", 0)], res.runs[0].stdout
+    assert res.violations == [] and res.delegate_calls == 6, (res.violations, res.delegate_calls)
+    status = json.loads(fuzz_kube.annotations("pxfz-a", model.K8S_POD)[harness.STATUS_ANN])
+    assert [(e["name"], e.get("interface")) for e in status] == [("pxcluster", "eth0"), ("pxfz-a/pxn-a", "net7")], status
