@@ -108,6 +108,8 @@ public enum SelectionPlanError: Error, Sendable, Equatable, CustomStringConverti
     case multipleDefaultRoutes(first: String, second: String)
     /// The runtime's `CNI_IFNAME` is not a valid interface name.
     case invalidClusterInterface(String)
+    /// The annotation names more networks than a pod may have (each one costs an API request and a delegate run).
+    case tooManyNetworks(count: Int, maximum: Int)
 
     public var description: String {
         switch self {
@@ -124,6 +126,8 @@ public enum SelectionPlanError: Error, Sendable, Equatable, CustomStringConverti
             return "\"default-route\" is set on both \(first) and \(second); at most one attachment may carry it"
         case .invalidClusterInterface(let name):
             return "CNI_IFNAME \(SelectionError.quote(name)) is not a valid interface name"
+        case .tooManyNetworks(let count, let maximum):
+            return "the pod asks for \(count) networks; at most \(maximum) are allowed"
         }
     }
 }
@@ -141,6 +145,10 @@ public enum SelectionPlanError: Error, Sendable, Equatable, CustomStringConverti
 /// `globalNamespaces`. Unlike Multus, a requested interface on the default-network override must equal the
 /// cluster interface, since the runtime reads the pod IP from `CNI_IFNAME`.
 public enum SelectionPlanner {
+    /// The most annotation networks one pod may ask for. Far beyond any real pod, and it bounds the API requests,
+    /// delegate runs and cache files a single annotation can cause (a 96 KB shorthand annotation names 16 000).
+    public static let maximumNetworks = 256
+
     public static func plan(_ input: SelectionPlanInput, config: SelectionPlanConfig)
         throws(SelectionPlanError) -> SelectionPlan
     {
@@ -161,6 +169,7 @@ public enum SelectionPlanner {
         } catch {
             throw .selection(error)
         }
+        if elements.count > maximumNetworks { throw .tooManyNetworks(count: elements.count, maximum: maximumNetworks) }
 
         func checkIsolation(_ e: NetworkSelectionElement, annotation: String) throws(SelectionPlanError) {
             guard config.namespaceIsolation, e.namespace != input.podNamespace,
@@ -170,12 +179,12 @@ public enum SelectionPlanner {
         }
 
         // Interface owners, in combined-list order, for collision messages.
-        var used: [(ifname: String, owner: String)] = []
+        var used: [String: String] = [:]
         func claim(_ ifname: String, owner: String) throws(SelectionPlanError) {
-            if let prior = used.first(where: { $0.ifname == ifname }) {
-                throw .duplicateInterface(ifname: ifname, first: prior.owner, second: owner)
+            if let prior = used[ifname] {
+                throw .duplicateInterface(ifname: ifname, first: prior, second: owner)
             }
-            used.append((ifname, owner))
+            used[ifname] = owner
         }
 
         var defaultRef: NetworkReference? = nil

@@ -165,3 +165,27 @@ func summary(_ plan: SelectionPlan) -> [String] {
         _ = try SelectionPlanner.plan(input, config: SelectionPlanConfig(namespaceIsolation: false))
     }
 }
+
+@Suite struct SelectionSizeTests {
+    func annotation(_ n: Int) -> String { Array(repeating: "pxn-a", count: n).enumerated().map { "\($1)@if\($0)" }.joined(separator: ",") }
+
+    @Test func atMostTheMaximumNumberOfNetworks() throws {
+        let limit = SelectionPlanner.maximumNetworks
+        let ok = try SelectionPlanner.plan(SelectionPlanInput(podNamespace: "ns", podName: "p", networksAnnotation: annotation(limit)),
+                                           config: SelectionPlanConfig())
+        #expect(ok.networks.count == limit)
+        #expect(throws: SelectionPlanError.tooManyNetworks(count: limit + 1, maximum: limit)) {
+            try SelectionPlanner.plan(SelectionPlanInput(podNamespace: "ns", podName: "p", networksAnnotation: annotation(limit + 1)),
+                                      config: SelectionPlanConfig())
+        }
+    }
+
+    @Test func aHugeAnnotationIsRefusedRatherThanPlanned() {
+        // 16 000 references in 96 KB: planning them used to take seconds (quadratic), past every deadline.
+        let huge = Array(repeating: "pxn-a", count: 16_000).joined(separator: ",")
+        #expect(throws: SelectionPlanError.tooManyNetworks(count: 16_000, maximum: SelectionPlanner.maximumNetworks)) {
+            try SelectionPlanner.plan(SelectionPlanInput(podNamespace: "ns", podName: "p", networksAnnotation: huge),
+                                      config: SelectionPlanConfig())
+        }
+    }
+}
