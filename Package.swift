@@ -71,7 +71,7 @@ let package = Package(
         .testTarget(name: "CNISpecTests", dependencies: ["CNISpec"]),
         .testTarget(name: "NetAttachTests", dependencies: ["NetAttach", "CNISpec"]),
         .testTarget(name: "KubeClientTests", dependencies: ["KubeClient", "CNISpec", "SystemKit"]),
-        .testTarget(name: "PlexusCoreTests", dependencies: ["PlexusCore", "CNIInvoke", "CNISpec", "SystemKit"]),
+        .testTarget(name: "PlexusCoreTests", dependencies: ["PlexusCore", "CNIInvoke", "CNISpec", "SystemKit", "KubeClient"]),
         .testTarget(name: "PlexusInstallTests", dependencies: ["PlexusInstall", "CNISpec", "SystemKit"]),
         .testTarget(name: "PlexusAdminTests", dependencies: ["PlexusAdmin", "PlexusCore", "CNIInvoke", "CNISpec", "SystemKit"]),
         .testTarget(name: "IntegrationTests", dependencies: ["CNISpec", "SystemKit"]),

@@ -146,6 +146,8 @@ func kubeCode(_ e: KubeError) -> CNIError.Code {
     switch e.kind {
     case .unreachable, .timeout, .tooManyRequests, .server: return .tryAgainLater
     case .notFound: return .unknownContainer
+    // A pod namespace or name from CNI_ARGS that no API object can have (`K8S_POD_NAMESPACE=../..`).
+    case .invalidArgument: return .invalidEnvironment
     default: return .internalError
     }
 }

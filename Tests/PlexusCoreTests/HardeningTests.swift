@@ -1,5 +1,6 @@
 import CNIInvoke
 import CNISpec
+import KubeClient
 import SystemKit
 import Testing
 @testable import PlexusCore
@@ -455,5 +456,15 @@ struct FakeLister: InterfaceLister {
         #expect(FileSystem.isRegularFile(dir.path + "/cache/attachments/" + (aside.first ?? "") + "/keep"))
         try plexus(cfg, try invocation("DEL"), exec).del()
         #expect(exec.live.isEmpty)
+    }
+}
+
+@Suite struct KubeErrorCodeTests {
+    @Test func anImpossiblePodIdentityIsAnEnvironmentErrorNot999() {
+        // CNI_ARGS K8S_POD_NAMESPACE=../.. : the client refuses to build the request.
+        let e = KubeError(.invalidArgument, operation: "get pod ../../x", detail: "namespace \"../..\" is not a valid DNS-1123 label")
+        #expect(kubeCode(e) == .invalidEnvironment)
+        #expect(kubeCode(KubeError(.timeout, operation: "get pod")) == .tryAgainLater)
+        #expect(kubeCode(KubeError(.notFound, operation: "get pod")) == .unknownContainer)
     }
 }
