@@ -83,6 +83,17 @@ public struct CachedAttachment: Sendable, Equatable {
     }
 }
 
+/// A cache file a listing could not use: where it is, and why (for logs and `plexus inspect`).
+public struct CacheFileProblem: Sendable, Equatable, CustomStringConvertible {
+    public var path: String
+    public var reason: String
+    public init(path: String, reason: String) {
+        self.path = path
+        self.reason = reason.hasPrefix(path + ": ") ? String(reason.dropFirst(path.count + 2)) : reason
+    }
+    public var description: String { "\(path): \(reason)" }
+}
+
 /// The per-delegate-network result cache under `<cniDir>/results/<network>-<containerID>-<ifname>`.
 /// Writes are atomic (0600 files, 0700 directory). Reads are tolerant: a corrupt or foreign file is reported to the
 /// caller as `.corrupt` (to be logged) and otherwise treated as absent.
@@ -156,26 +167,27 @@ public struct ResultCache: Sendable {
 
     /// Every readable entry, optionally only those of `containerID` (libcni `GetCachedAttachments`: the file name
     /// must contain `-<cid>-` and the JSON must name the container exactly). Unreadable files are returned in
-    /// `corrupt` so the caller can log them.
-    public func list(containerID: String? = nil) -> (entries: [(path: String, entry: CachedAttachment)], corrupt: [String]) {
+    /// `corrupt` so the caller can log them. Paths in `excluding` are not read (the caller has them already).
+    public func list(containerID: String? = nil, excluding: Set<String> = []) -> (entries: [(path: String, entry: CachedAttachment)], corrupt: [CacheFileProblem]) {
         guard FileSystem.isOwnDirectory(directory), let names = try? FileSystem.list(directory) else {
-            return ([], FileSystem.exists(directory) ? ["\(directory) is not a directory"] : [])
+            return ([], FileSystem.exists(directory) ? [CacheFileProblem(path: directory, reason: "not a directory")] : [])
         }
         var entries: [(String, CachedAttachment)] = []
-        var corrupt: [String] = []
+        var corrupt: [CacheFileProblem] = []
         for name in names where !name.hasPrefix(".") {
             if let cid = containerID, !name.contains("-\(cid)-") { continue }
             let p = "\(directory)/\(name)"
+            if excluding.contains(p) { continue }
             switch readFile(p) {
             case .entry(let e):
                 if let cid = containerID, e.containerID != cid { continue }
                 // A copy under another entry's name is not that entry.
                 if p != path(network: e.networkName, containerID: e.containerID, ifname: e.ifname) {
-                    corrupt.append("\(p): holds the entry of \(e.networkName)/\(e.containerID)/\(e.ifname)")
+                    corrupt.append(CacheFileProblem(path: p, reason: "holds the entry of \(e.networkName)/\(e.containerID)/\(e.ifname)"))
                     continue
                 }
                 entries.append((p, e))
-            case .corrupt(let why): corrupt.append(why)
+            case .corrupt(let why): corrupt.append(CacheFileProblem(path: p, reason: why))
             case .absent: continue
             }
         }

@@ -36,18 +36,12 @@ public struct InspectedAttachment: Sendable, Equatable {
     public var networks: [InspectedNetwork]
 }
 
-/// A cache file that could not be used, with why.
-public struct CacheProblem: Sendable, Equatable {
-    public var path: String
-    public var reason: String
-}
-
 public struct InspectReport: Sendable {
     public var cniDir: String
     public var attachments: [InspectedAttachment]
     /// Result-cache entries no readable record accounts for (left by a crash, or by a corrupt record).
     public var orphans: [CachedAttachment]
-    public var problems: [CacheProblem]
+    public var problems: [CacheFileProblem]
 }
 
 /// Reads Plexus' cache under `cniDir` without changing it. Takes the GC lock shared (GC waits while it reads), and
@@ -78,12 +72,11 @@ public struct Inspector {
         let cache = ResultCache(cniDir: cniDir)
         let (records, corruptRecords) = store.all()
         let (entries, corruptEntries) = cache.list()
-        var problems = corruptRecords.map { CacheProblem(path: $0.path, reason: Inspector.reason($0.reason, of: $0.path)) }
-        problems += corruptEntries.map { let p = Inspector.pathOf($0); return CacheProblem(path: p, reason: Inspector.reason($0, of: p)) }
+        var problems = corruptRecords + corruptEntries
 
         for dir in [store.directory, cache.directory] {
             for name in (try? FileSystem.list(dir)) ?? [] where name.contains(FileSystem.quarantineMarker) {
-                problems.append(CacheProblem(path: dir + "/" + name, reason: "moved aside: it stood where a cache file belongs"))
+                problems.append(CacheFileProblem(path: dir + "/" + name, reason: "moved aside: it stood where a cache file belongs"))
             }
         }
         var accounted = Set<String>()
@@ -142,18 +135,6 @@ public struct Inspector {
         return (entry.interface, entry.mac, entry.ips)
     }
 
-    /// `why` without a leading `<path>: `.
-    static func reason(_ why: String, of path: String) -> String {
-        why.hasPrefix(path + ": ") ? String(why.dropFirst(path.count + 2)) : why
-    }
-
-    /// Corrupt-entry reasons start with the file's path (`<path>: why` or `open <path>: why`).
-    static func pathOf(_ reason: String) -> String {
-        var text = Substring(reason)
-        for prefix in ["open (not a regular file) ", "open "] where text.hasPrefix(prefix) { text = text.dropFirst(prefix.count) }
-        if let colon = text.firstIndex(of: ":") { return String(text[..<colon]) }
-        return reason
-    }
 }
 
 // MARK: - Output

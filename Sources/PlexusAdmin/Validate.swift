@@ -67,21 +67,28 @@ public struct Validator {
     public func validate(document: JSON) -> [Finding] {
         guard let o = document.objectValue else { return [Finding(.error, "", "the document is a \(document.typeName), not an object")] }
         if o["kind"] != nil || o["apiVersion"] != nil { return validateNAD(o) }
-        if o["type"]?.stringValue == "plexus" { return validatePlexus(o, at: "") }
-        if let plugins = o["plugins"]?.arrayValue,
-           let i = plugins.firstIndex(where: { $0["type"]?.stringValue == "plexus" }), let p = plugins[i].objectValue {
+        if let (i, inner) = Validator.plexusPlugin(in: o) {
+            guard let i else { return validatePlexus(inner, at: "") }
             var findings = validateNetwork(o, at: "", probeTypes: false)
-            var inner = p
-            // The runtime injects these from the list before Plexus sees its plugin object.
-            if inner["name"] == nil { inner["name"] = o["name"] }
-            if inner["cniVersion"] == nil { inner["cniVersion"] = o["cniVersion"] }
             findings += validatePlexus(inner, at: "/plugins/\(i)")
-            if plugins.count > 1 {
+            if (o["plugins"]?.arrayValue?.count ?? 0) > 1 {
                 findings.append(Finding(.warning, "/plugins", "plugins after \"plexus\" are chained to the cluster network's result only"))
             }
             return findings
         }
         return validateNetwork(o, at: "")
+    }
+
+    /// The Plexus plugin object of a conf (`index` nil) or conflist (its position in `plugins`), with `name` and
+    /// `cniVersion` filled in from the list as the runtime does before Plexus sees it.
+    public static func plexusPlugin(in o: JSONObject) -> (index: Int?, object: JSONObject)? {
+        if o["type"]?.stringValue == "plexus" { return (nil, o) }
+        guard let plugins = o["plugins"]?.arrayValue,
+              let i = plugins.firstIndex(where: { $0["type"]?.stringValue == "plexus" }), var p = plugins[i].objectValue
+        else { return nil }
+        if p["name"] == nil { p["name"] = o["name"] }
+        if p["cniVersion"] == nil { p["cniVersion"] = o["cniVersion"] }
+        return (i, p)
     }
 
     // MARK: NetworkAttachmentDefinition
@@ -234,12 +241,9 @@ public struct Validator {
             }
         }
         guard probe, type != "plexus" else { return f }
-        var found: String?
-        for dir in searchPaths where !dir.isEmpty {
-            let candidate = dir.hasSuffix("/") ? dir + type : dir + "/" + type
-            if FileSystem.isRegularFile(candidate) { found = candidate; break }
-        }
-        guard let path = found else {
+        // The same lookup the plugin does on ADD.
+        let path: String
+        do throws(CNIError) { path = try ProcessPluginExecutor(baseEnvironment: [], timeoutSeconds: 1).find(type, in: searchPaths) } catch {
             return f + [Finding(.error, at + "/type", "plugin \"\(type)\" not found in \(searchPaths.joined(separator: ":"))")]
         }
         guard CNIVersion.supported.contains(cniVersion) else { return f }

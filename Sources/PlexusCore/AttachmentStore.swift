@@ -185,37 +185,31 @@ public struct AttachmentStore: Sendable {
     public func remove(_ key: AttachmentKey) throws(SystemError) { try FileSystem.removeOwnEntry(path(key)) }
 
     /// All readable records of Plexus network `network`, and the paths of unreadable ones.
-    public func list(network: String) -> (records: [AttachmentRecord], corrupt: [String]) {
+    public func list(network: String) -> (records: [AttachmentRecord], corrupt: [CacheFileProblem]) {
         listMatching(prefix: network + "-") { $0.key.network == network }
     }
 
     /// Every readable record in the store, and the paths of unreadable files (for tools such as `plexus inspect`).
-    public func all() -> (records: [AttachmentRecord], corrupt: [(path: String, reason: String)]) {
-        let (records, corrupt) = listMatching { _ in true }
-        return (records, corrupt.map { p in
-            if case .corrupt(let why) = readFile(p) { return (p, why) }
-            return (p, "\(p): held by another attachment's record")
-        })
-    }
+    public func all() -> (records: [AttachmentRecord], corrupt: [CacheFileProblem]) { listMatching { _ in true } }
 
     /// Readable records of other attachments of container `containerID` than `key` (other Plexus networks a
     /// runtime attached to the same container), and the paths of unreadable files that may belong to it.
-    public func others(of key: AttachmentKey) -> (records: [AttachmentRecord], corrupt: [String]) {
+    public func others(of key: AttachmentKey) -> (records: [AttachmentRecord], corrupt: [CacheFileProblem]) {
         listMatching(containing: "-\(key.containerID)-") { $0.key.containerID == key.containerID && $0.key != key }
     }
 
     func listMatching(prefix: String = "", containing: String? = nil,
-                      _ include: (AttachmentRecord) -> Bool) -> (records: [AttachmentRecord], corrupt: [String]) {
+                      _ include: (AttachmentRecord) -> Bool) -> (records: [AttachmentRecord], corrupt: [CacheFileProblem]) {
         guard FileSystem.isOwnDirectory(directory), let names = try? FileSystem.list(directory) else { return ([], []) }
         var records: [AttachmentRecord] = []
-        var corrupt: [String] = []
+        var corrupt: [CacheFileProblem] = []
         for name in names where !name.hasPrefix(".") && name.hasPrefix(prefix) && (containing.map { name.contains($0) } ?? true) {
             let p = "\(directory)/\(name)"
             switch readFile(p) {
             // A record is only valid at its own path: a copy under another name is not that attachment.
-            case .record(let r) where path(r.key) != p: corrupt.append(p)
+            case .record(let r) where path(r.key) != p: corrupt.append(CacheFileProblem(path: p, reason: "holds the record of \(r.key)"))
             case .record(let r) where include(r): records.append(r)
-            case .corrupt: corrupt.append(p)
+            case .corrupt(let why): corrupt.append(CacheFileProblem(path: p, reason: why))
             default: continue
             }
         }

@@ -31,7 +31,7 @@ extension Plexus {
         }
 
         let (entries, corruptEntries) = cache.list()
-        for c in corruptEntries { logger.error("GC: ignoring unreadable result cache file", [("reason", c)]) }
+        for c in corruptEntries { logger.error("GC: ignoring unreadable result cache file", [("reason", c.description)]) }
         for (_, e) in entries {
             guard let owner = e.owner, owner.network == config.name else { continue }
             let ownerKey = AttachmentKey(network: config.name, containerID: e.containerID, ifname: owner.ifname)
@@ -50,7 +50,7 @@ extension Plexus {
         // Unreadable records: keep those named like a valid attachment, drop the rest (their delegate attachments
         // were collected through the result cache above).
         let validFiles = Set(valid.map { store.path($0) })
-        for p in corruptRecords where !validFiles.contains(p) { try? FileSystem.remove(p) }
+        for c in corruptRecords where !validFiles.contains(c.path) { try? FileSystem.remove(c.path) }
 
         // Delegate GC, per delegate network name.
         var lists: [String: NetworkConfigList] = [:]

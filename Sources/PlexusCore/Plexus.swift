@@ -136,7 +136,8 @@ public final class Plexus {
     /// Plexus network the runtime attached to the same container), result-cache entries of this container that
     /// belong to another attachment or to no Plexus attachment at all, and (on ADD) the links that already exist in
     /// the netns. When the netns cannot be read the check is skipped (the delegates report a bad netns themselves).
-    func interfacesInUse(includingNetns: Bool = false) -> InterfacesInUse {
+    func interfacesInUse(includingNetns: Bool = false,
+                         cached: [CachedAttachment]? = nil) -> InterfacesInUse {
         var inUse: InterfacesInUse = [:]
         if includingNetns, let lister = interfaceLister {
             do throws(CNIError) {
@@ -150,7 +151,7 @@ public final class Plexus {
             inUse[r.key.ifname] = "Plexus attachment \(r.key)"
             for n in r.networks { inUse[n.ifname] = "network \"\(n.list.name)\" of Plexus attachment \(r.key)" }
         }
-        for (_, e) in cache.list(containerID: invocation.containerID).entries where e.owner != owner {
+        for e in cached ?? containerEntries() where e.owner != owner {
             let holder = e.owner.map { "Plexus attachment \($0.network)/\(invocation.containerID)/\($0.ifname)" } ?? "a non-Plexus attachment"
             inUse[e.ifname] = "network \"\(e.networkName)\" of \(holder)"
         }
@@ -197,8 +198,10 @@ public final class Plexus {
             record = r
             // Result entries this attachment owns that the record does not list (left by an ADD that followed an
             // unreadable record, or by a record rewritten with fewer networks) are deleted too: nothing this
-            // attachment created may outlive its DEL.
-            for n in ownedCachedNetworks() where !r.networks.contains(where: { $0.list.name == n.list.name && $0.ifname == n.ifname }) {
+            // attachment created may outlive its DEL. Only names the record does not account for are read (the
+            // teardown reads the listed ones), so a DEL from the cache costs one directory listing more.
+            let listed = Set(r.networks.map { cache.path(network: $0.list.name, containerID: r.key.containerID, ifname: $0.ifname) })
+            for n in ownedNetworks(in: containerEntries(excluding: listed)) {
                 logger.warning("deleting a cached network the attachment record does not list", [("network", n.list.name), ("ifname", n.ifname)])
                 record.networks.append(n)
             }
@@ -222,14 +225,15 @@ public final class Plexus {
     /// containerd's second DEL, the DEL that follows a failed ADD — a delegate that cannot DEL must not fail the
     /// runtime's DEL forever.
     func reconstructRecord() throws(CNIError) -> (AttachmentRecord, bestEffort: Set<String>) {
-        var networks = ownedCachedNetworks()
+        let cached = containerEntries()
+        var networks = ownedNetworks(in: cached)
         // Add the networks of the current configuration that the cache does not account for (a result file may be
         // corrupt too), so nothing Plexus' own configuration attaches can be skipped.
         var bestEffort: Set<String> = []
         // A configured network whose interface another attachment of the container holds was never ours under
         // that name (its ADD moved to a free `net<k>`, or it is the other attachment's): a DEL of it would tear
         // the other attachment down.
-        let inUse = interfacesInUse()
+        let inUse = interfacesInUse(cached: cached)
         do {
             for n in try localPlanner.plan(config: config, invocation: invocation)
             where !networks.contains(where: { $0.ifname == n.ifname && $0.list.name == n.list.name }) && inUse[n.ifname] == nil {
@@ -252,12 +256,17 @@ public final class Plexus {
                                  pod: invocation.pod?.description, state: .deleteFailed, networks: networks), bestEffort)
     }
 
-    /// The delegate attachments the result cache attributes to this attachment, as networks to tear down (DEL only).
-    func ownedCachedNetworks() -> [PlannedNetwork] {
-        let (entries, corrupt) = cache.list(containerID: invocation.containerID)
-        for c in corrupt { logger.error("ignoring unreadable result cache file", [("reason", c)]) }
+    /// This container's readable result entries (unreadable ones are logged), minus the paths in `excluding`.
+    func containerEntries(excluding: Set<String> = []) -> [CachedAttachment] {
+        let (entries, corrupt) = cache.list(containerID: invocation.containerID, excluding: excluding)
+        for c in corrupt { logger.error("ignoring unreadable result cache file", [("reason", c.description)]) }
+        return entries.map(\.entry)
+    }
+
+    /// The entries this attachment owns, as networks to tear down (DEL only).
+    func ownedNetworks(in entries: [CachedAttachment]) -> [PlannedNetwork] {
         var networks: [PlannedNetwork] = []
-        for (_, e) in entries where e.owner == owner {
+        for e in entries where e.owner == owner {
             guard let list = try? NetworkConfigList(bytes: e.config, source: "cached config") else {
                 // Its DEL can never be replayed (nor GCed): it goes with the attachment that owns it, logged.
                 logger.error("removing a cached network whose configuration does not parse", [("network", e.networkName), ("ifname", e.ifname)])
@@ -425,8 +434,8 @@ public struct LockSet: Sendable {
     func acquire(containerID: String) throws(CNIError) -> (FileLock, FileLock) {
         try prepare()
         do {
-            let gc = try FileLock(path: directory + "/gc", mode: .shared)
-            let own = try FileLock(path: directory + "/container-\(LockSet.bucket(containerID))", mode: .exclusive)
+            let gc = try FileLock(path: gcPath, mode: .shared)
+            let own = try FileLock(path: bucketPath(containerID), mode: .exclusive)
             return (own, gc)
         } catch {
             throw CNIError(.ioFailure, "cannot lock the attachment cache", details: error.description)
@@ -435,7 +444,7 @@ public struct LockSet: Sendable {
 
     func acquireExclusiveGC() throws(CNIError) -> FileLock {
         try prepare()
-        do { return try FileLock(path: directory + "/gc", mode: .exclusive) } catch {
+        do { return try FileLock(path: gcPath, mode: .exclusive) } catch {
             throw CNIError(.ioFailure, "cannot lock the attachment cache for GC", details: error.description)
         }
     }

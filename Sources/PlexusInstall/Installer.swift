@@ -55,10 +55,7 @@ public final class Installer {
 
     var sourceBinDir: String {
         if let d = options.sourceBinDir { return d }
-        var buf = [CChar](repeating: 0, count: 4096)
-        let n = readlink("/proc/self/exe", &buf, buf.count - 1)
-        guard n > 0 else { return "." }
-        return FileSystem.directoryName(of: String(decoding: buf[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self))
+        return ProcessEnvironment.executablePath().map { FileSystem.directoryName(of: $0) } ?? "."
     }
 
     // MARK: - Checks before anything is written

@@ -18,14 +18,7 @@ func plexusObject(in path: String) throws(ValidationError) -> JSONObject {
     guard let bytes = try? FileSystem.read(path), let json = try? JSON.parse(bytes), let o = json.objectValue else {
         throw ValidationError("\(path) is not a readable JSON configuration")
     }
-    if o["type"]?.stringValue == "plexus" { return o }
-    for p in o["plugins"]?.arrayValue ?? [] where p["type"]?.stringValue == "plexus" {
-        if var po = p.objectValue {
-            if po["name"] == nil { po["name"] = o["name"] }
-            if po["cniVersion"] == nil { po["cniVersion"] = o["cniVersion"] }
-            return po
-        }
-    }
+    if let (_, plugin) = Validator.plexusPlugin(in: o) { return plugin }
     throw ValidationError("\(path) has no plugin of type \"plexus\"")
 }
 
