@@ -47,7 +47,8 @@ let package = Package(
         .target(name: "NetAttach", dependencies: ["CNISpec"]),
         // Kubernetes API client over libcurl (loaded lazily with dlopen).
         .target(name: "KubeClient", dependencies: ["CNISpec", "SystemKit", "CCurlShim"]),
-        // Netlink over libmnl (loaded lazily with dlopen): facts about a network namespace's links.
+        // Netlink over libmnl (loaded lazily with dlopen): links, addresses and routes of a network namespace, and
+        // default-route control. libmnl owns the socket; messages are built and parsed in Swift.
         .target(name: "Netlink", dependencies: ["CNetlinkShim", "SystemKit"]),
         // The meta plugin: configuration, planning, execution, cache, dispatcher.
         .target(name: "PlexusCore", dependencies: ["CNISpec", "SystemKit", "CNIInvoke", "NetAttach", "KubeClient"]),
@@ -55,7 +56,7 @@ let package = Package(
         // The node installer run by the DaemonSet: binaries, generated conflist, kubeconfig, watch, uninstall.
         .target(name: "PlexusInstall", dependencies: ["CNISpec", "SystemKit"]),
 
-        .executableTarget(name: "plexus", dependencies: ["PlexusCore", "SystemKit", "Netlink"], linkerSettings: fastStart),
+        .executableTarget(name: "plexus", dependencies: ["PlexusCore", "SystemKit", "Netlink", "NetAttach", "CNISpec"], linkerSettings: fastStart),
         // Admin tools over the node's cache and configurations: inspect, validate.
         .target(name: "PlexusAdmin", dependencies: ["PlexusCore", "CNIInvoke", "CNISpec", "NetAttach", "SystemKit"]),
         .executableTarget(name: "plexus-admin", dependencies: [
@@ -70,6 +71,7 @@ let package = Package(
 
         .testTarget(name: "CNISpecTests", dependencies: ["CNISpec"]),
         .testTarget(name: "NetAttachTests", dependencies: ["NetAttach", "CNISpec"]),
+        .testTarget(name: "NetlinkTests", dependencies: ["Netlink", "SystemKit"]),
         .testTarget(name: "KubeClientTests", dependencies: ["KubeClient", "CNISpec", "SystemKit"]),
         .testTarget(name: "PlexusCoreTests", dependencies: ["PlexusCore", "CNIInvoke", "CNISpec", "SystemKit", "KubeClient"]),
         .testTarget(name: "PlexusInstallTests", dependencies: ["PlexusInstall", "CNISpec", "SystemKit"]),

@@ -22,6 +22,12 @@ public struct IPAddress: Sendable, Hashable, CustomStringConvertible {
         }
     }
 
+    /// An address from its 4 (IPv4) or 16 (IPv6) network-order bytes, as netlink carries them.
+    public init?(bytes: [UInt8]) {
+        guard bytes.count == 4 || bytes.count == 16 else { return nil }
+        self.bytes = bytes
+    }
+
     public var isIPv4: Bool { bytes.count == 4 }
     public var isIPv6: Bool { bytes.count == 16 }
     public var isUnspecified: Bool { bytes.allSatisfy { $0 == 0 } }

@@ -132,15 +132,19 @@ public struct AttachmentStatusInput: Sendable, Equatable {
     public var defaultRouteGateways: [String]?
     /// The device-info file content (device-info spec §6), passed through unchanged.
     public var deviceInfo: JSON?
+    /// The interface as the kernel reports it after the ADD (nil when the netns could not be read or holds no
+    /// interface of that name); preferred over the result.
+    public var kernel: InterfaceFacts?
 
     public init(networkName: String, requestedIfname: String, isDefault: Bool, result: JSONObject?,
-                defaultRouteGateways: [String]? = nil, deviceInfo: JSON? = nil) {
+                defaultRouteGateways: [String]? = nil, deviceInfo: JSON? = nil, kernel: InterfaceFacts? = nil) {
         self.networkName = networkName
         self.requestedIfname = requestedIfname
         self.isDefault = isDefault
         self.result = result
         self.defaultRouteGateways = defaultRouteGateways
         self.deviceInfo = deviceInfo
+        self.kernel = kernel
     }
 }
 
@@ -156,6 +160,10 @@ public struct AttachmentStatusInput: Sendable, Equatable {
 ///   `0.0.0.0/0` or `::/0`; else (3) for the default network only, and only when the result has no `routes` at all,
 ///   the `gateway` of the selected `ips[]`. Canonical form, duplicates dropped, result order.
 /// - `dns`: the result's `nameservers`, `domain`, `search`, `options` (empty ones dropped); `{}` when none.
+///
+/// Kernel facts (`kernel`), when given, win: `interface`, `mac` and `mtu` are the kernel's; `ips` are the
+/// interface's global addresses (the result's are kept only when the kernel shows none, as for a device handed to
+/// user space); `gateway` lists the default routes that really leave through the interface.
 public enum NetworkStatus {
     public static let annotation = "k8s.v1.cni.cncf.io/network-status"
 
@@ -201,7 +209,14 @@ public enum NetworkStatus {
                 }
             }
         }
-        let gateways = input.defaultRouteGateways.map { $0.map(canonical) } ?? fromResult
+        var gateways = input.defaultRouteGateways.map { $0.map(canonical) } ?? fromResult
+        if let k = input.kernel {
+            entry.interface = k.name
+            if let mac = k.mac, !mac.isEmpty { entry.mac = mac }
+            if let mtu = k.mtu, mtu != 0 { entry.mtu = mtu }
+            if !k.ips.isEmpty { entry.ips = k.ips.map(canonical) }
+            gateways = k.defaultGateways.map(canonical)
+        }
         for gw in gateways where !entry.gateway.contains(gw) { entry.gateway.append(gw) }
         return entry
     }

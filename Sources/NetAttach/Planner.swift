@@ -104,8 +104,8 @@ public enum SelectionPlanError: Error, Sendable, Equatable, CustomStringConverti
     case namespaceIsolation(pod: String, network: String, annotation: String)
     /// The default-network override requested an interface other than the cluster interface.
     case defaultNetworkInterface(requested: String, expected: String)
-    /// Both annotations carry `default-route`.
-    case multipleDefaultRoutes(first: String, second: String)
+    /// Both annotations ask for the default route of one address family.
+    case multipleDefaultRoutes(first: String, second: String, family: String)
     /// The runtime's `CNI_IFNAME` is not a valid interface name.
     case invalidClusterInterface(String)
     /// The annotation names more networks than a pod may have (each one costs an API request and a delegate run).
@@ -122,8 +122,8 @@ public enum SelectionPlanError: Error, Sendable, Equatable, CustomStringConverti
         case .defaultNetworkInterface(let requested, let expected):
             return "the default network must use the runtime's interface \(SelectionError.quote(expected)), "
                 + "not \(SelectionError.quote(requested))"
-        case .multipleDefaultRoutes(let first, let second):
-            return "\"default-route\" is set on both \(first) and \(second); at most one attachment may carry it"
+        case .multipleDefaultRoutes(let first, let second, let family):
+            return "the \(family) default route is requested by both \(first) and \(second); one attachment per address family may carry it"
         case .invalidClusterInterface(let name):
             return "CNI_IFNAME \(SelectionError.quote(name)) is not a valid interface name"
         case .tooManyNetworks(let count, let maximum):
@@ -222,11 +222,14 @@ public enum SelectionPlanner {
             try claim(r.ifname, owner: "\(r.qualifiedName) (element \(k))")
         }
 
-        if let d = defaultRef, d.request.defaultRoute != nil,
-            let k = refs.firstIndex(where: { $0.request.defaultRoute != nil })
-        {
-            throw .multipleDefaultRoutes(
-                first: "default network \(d.qualifiedName)", second: "\(refs[k].qualifiedName) (element \(k))")
+        if let d = defaultRef {
+            for family in DefaultRouteRequest.families(d.request.defaultRoute ?? []) {
+                if let k = refs.firstIndex(where: { DefaultRouteRequest.families($0.request.defaultRoute ?? []).contains(family) }) {
+                    throw .multipleDefaultRoutes(
+                        first: "default network \(d.qualifiedName)", second: "\(refs[k].qualifiedName) (element \(k))",
+                        family: family.description)
+                }
+            }
         }
         return SelectionPlan(defaultNetwork: defaultRef, networks: refs)
     }

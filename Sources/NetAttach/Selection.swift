@@ -106,8 +106,9 @@ public struct SelectionError: Error, Sendable, Equatable, CustomStringConvertibl
         case invalidGateway
         /// More than one gateway of one address family in `default-route` (no ECMP default route, as in Multus).
         case multipleGatewaysPerFamily
-        /// A second element carries `default-route`; `firstIndex` is the element that carried it first.
-        case multipleDefaultRoutes(firstIndex: Int)
+        /// A second element asks for the default route of an address family (`"IPv4"`/`"IPv6"`) that element
+        /// `firstIndex` already asks for.
+        case multipleDefaultRoutes(firstIndex: Int, family: String)
         case invalidPortMapping(String)
         case invalidBandwidth(String)
         case ipsWithIPAMClaim
@@ -158,8 +159,8 @@ public struct SelectionError: Error, Sendable, Equatable, CustomStringConvertibl
         case .invalidInfinibandGUID: return "not an 8-byte InfiniBand GUID"
         case .invalidGateway: return "not an IPv4/IPv6 address"
         case .multipleGatewaysPerFamily: return "more than one gateway per address family (ECMP default route)"
-        case .multipleDefaultRoutes(let first):
-            return "\"default-route\" may be set on one element only (already set on element \(first))"
+        case .multipleDefaultRoutes(let first, let family):
+            return "the \(family) default route is already requested by element \(first); one attachment per address family may carry it"
         case .invalidPortMapping(let r): return "invalid port mapping: \(r)"
         case .invalidBandwidth(let r): return "invalid bandwidth: \(r)"
         case .ipsWithIPAMClaim: return "\"ips\" and \"ipam-claim-reference\" are mutually exclusive"
@@ -205,14 +206,18 @@ public enum NetworkSelection {
         } else {
             elements = try parseShorthand(value, defaultNamespace: defaultNamespace, annotation: annotation)
         }
-        var firstDefaultRoute: Int? = nil
-        for (i, e) in elements.enumerated() where e.defaultRoute != nil {
-            if let first = firstDefaultRoute {
-                throw SelectionError(
-                    annotation: annotation, index: i, field: "\"default-route\"",
-                    reason: .multipleDefaultRoutes(firstIndex: first))
+        // One attachment per address family may carry the default route (as Multus counts gateways per family); an
+        // element with `default-route: []` claims no family, so it changes no route (Multus #1011 removes them all).
+        var claimed: [AddressFamily: Int] = [:]
+        for (i, e) in elements.enumerated() {
+            for family in DefaultRouteRequest.families(e.defaultRoute ?? []) {
+                if let first = claimed[family] {
+                    throw SelectionError(
+                        annotation: annotation, index: i, field: "\"default-route\"",
+                        reason: .multipleDefaultRoutes(firstIndex: first, family: family.description))
+                }
+                claimed[family] = i
             }
-            firstDefaultRoute = i
         }
         return elements
     }

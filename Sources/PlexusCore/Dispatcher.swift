@@ -16,12 +16,15 @@ public struct PlexusServices {
     public var makeReporter: (PlexusConfig, CNIInvocation, Logger) -> (any AttachmentReporter)?
     /// Lists a netns' interfaces on ADD, so no generated name collides with one that exists; nil skips the check.
     public var interfaceLister: (any InterfaceLister)?
+    /// Route control and interface facts for `default-route` and network-status; nil disables both.
+    public var routing: (any NetnsRouting)?
     public var logger: Logger
 
     public init(makeExecutor: @escaping (PlexusConfig) -> any PluginExecutor,
                 makePlanner: @escaping (PlexusConfig, CNIInvocation, Logger) throws(CNIError) -> (any NetworkPlanner)? = { _, _, _ in nil },
                 makeReporter: @escaping (PlexusConfig, CNIInvocation, Logger) -> (any AttachmentReporter)? = { _, _, _ in nil },
-                interfaceLister: (any InterfaceLister)? = nil, logger: Logger) {
+                interfaceLister: (any InterfaceLister)? = nil, routing: (any NetnsRouting)? = nil, logger: Logger) {
+        self.routing = routing
         self.makeExecutor = makeExecutor
         self.makePlanner = makePlanner
         self.makeReporter = makeReporter
@@ -62,7 +65,7 @@ public enum Dispatcher {
             let plexus = Plexus(config: config, invocation: invocation, executor: services.makeExecutor(config),
                                 planner: invocation.command == .add ? try services.makePlanner(config, invocation, services.logger) : nil,
                                 reporter: invocation.command == .add ? services.makeReporter(config, invocation, services.logger) : nil,
-                                interfaceLister: services.interfaceLister, logger: services.logger)
+                                interfaceLister: services.interfaceLister, routing: services.routing, logger: services.logger)
             var out: [UInt8] = []
             switch invocation.command {
             case .add:

@@ -169,19 +169,15 @@ public struct NetworkStatusReporter: AttachmentReporter {
         self.deadlineSeconds = deadlineSeconds
     }
 
-    public func report(invocation: CNIInvocation, attached: [(network: PlannedNetwork, result: JSON)]) throws(CNIError) {
+    public func report(invocation: CNIInvocation, attached: [(network: PlannedNetwork, result: JSON)],
+                       facts: NetnsSnapshot?) throws(CNIError) {
         guard let pod = invocation.pod else { return }
         var inputs: [AttachmentStatusInput] = []
         for (n, result) in attached {
             let canonical = try? CNIResult.convert(result, to: "1.1.0", defaultVersion: n.list.cniVersion)
-            // Gateways come from the delegates' results: Plexus does not move default routes yet, so reporting a
-            // requested `default-route` here would contradict the pod's real routes.
+            // mac, mtu, ips and gateways as the kernel has them once every network (and default-route) is in place.
             inputs.append(AttachmentStatusInput(networkName: n.displayName, requestedIfname: n.ifname, isDefault: n.isDefault,
-                                                result: canonical?.objectValue, defaultRouteGateways: nil))
-            if n.defaultRoute != nil {
-                logger.warning("default-route requested but route control is not implemented; routes left as the delegates set them",
-                               [("network", n.displayName)])
-            }
+                                                result: canonical?.objectValue, kernel: facts?.interfaces[n.ifname]))
         }
         let value = NetworkStatus.annotationValue(for: inputs)
         api.setDeadline(Clock.deadline(afterSeconds: deadlineSeconds))

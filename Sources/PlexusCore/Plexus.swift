@@ -5,7 +5,9 @@ import SystemKit
 /// Receives the outcome of a successful ADD before Plexus answers the runtime (network-status, events). A thrown
 /// error rolls the whole ADD back.
 public protocol AttachmentReporter {
-    func report(invocation: CNIInvocation, attached: [(network: PlannedNetwork, result: JSON)]) throws(CNIError)
+    /// `facts` is the pod's netns as the kernel reports it after the ADD (nil when it could not be read).
+    func report(invocation: CNIInvocation, attached: [(network: PlannedNetwork, result: JSON)],
+                facts: NetnsSnapshot?) throws(CNIError)
 }
 
 /// Reads which interfaces exist in a network namespace (netlink in the real binary, a table in tests).
@@ -25,6 +27,8 @@ public final class Plexus {
     public let localPlanner: LocalPlanner
     public let reporter: (any AttachmentReporter)?
     public let interfaceLister: (any InterfaceLister)?
+    /// Route control and interface facts (default-route, network-status); nil where netlink is unavailable.
+    public let routing: (any NetnsRouting)?
     public let logger: Logger
     let store: AttachmentStore
     let cache: ResultCache
@@ -34,7 +38,7 @@ public final class Plexus {
 
     public init(config: PlexusConfig, invocation: CNIInvocation, executor: any PluginExecutor,
                 planner: (any NetworkPlanner)? = nil, reporter: (any AttachmentReporter)? = nil,
-                interfaceLister: (any InterfaceLister)? = nil, logger: Logger,
+                interfaceLister: (any InterfaceLister)? = nil, routing: (any NetnsRouting)? = nil, logger: Logger,
                 sleep: @escaping (Int) -> Void = { Clock.sleep(milliseconds: $0) }) {
         self.config = config
         self.invocation = invocation
@@ -43,6 +47,7 @@ public final class Plexus {
         self.planner = planner ?? localPlanner
         self.reporter = reporter
         self.interfaceLister = interfaceLister
+        self.routing = routing
         self.logger = logger
         self.store = AttachmentStore(cniDir: config.cniDir)
         self.cache = ResultCache(cniDir: config.cniDir)
@@ -85,10 +90,12 @@ public final class Plexus {
         }
 
         let networks: [PlannedNetwork]
+        let routeRequests: [DefaultRouteRequestItem]
         do {
             let planned = try planner.plan(config: config, invocation: invocation)
             try planned.validateUniqueInterfaces()
             networks = try planned.avoiding(interfacesInUse(includingNetns: true))
+            routeRequests = try Plexus.defaultRouteRequests(networks)
         } catch { throw fail(error) }
         if networks.isEmpty { throw fail(CNIError(.invalidNetworkConfig, "no networks to attach")) }
 
@@ -114,8 +121,14 @@ public final class Plexus {
             }
         }
 
+        do { try applyDefaultRoutes(&attached, requests: routeRequests) } catch {
+            throw fail(rollback(record, upTo: networks.count - 1, cause: error))
+        }
+
         if let reporter {
-            do { try reporter.report(invocation: invocation, attached: attached) } catch {
+            // Kernel facts cost a netlink round trip: read them only when a pod's network-status will be written.
+            let facts = invocation.pod != nil ? interfaceFacts() : nil
+            do { try reporter.report(invocation: invocation, attached: attached, facts: facts) } catch {
                 throw fail(rollback(record, upTo: networks.count - 1, cause: error))
             }
         }
@@ -381,6 +394,7 @@ public final class Plexus {
                 throw fail(error.prefixed("network \"\(n.displayName)\" (\(n.ifname))"))
             }
         }
+        do { try checkDefaultRoutes(record.networks) } catch { throw fail(error) }
     }
 
     // MARK: readiness

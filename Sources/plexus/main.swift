@@ -29,15 +29,6 @@ let logger = Logger(level: .error, toStderr: true)
 
 let kubernetes = KubernetesServices(environment: environment)
 
-/// The netns' links over netlink (libmnl is loaded only when an ADD asks).
-struct NetlinkInterfaces: InterfaceLister {
-    func interfaces(netns: String) throws(CNIError) -> [String] {
-        do { return try NetnsInterfaces.names(netnsPath: netns) } catch {
-            throw CNIError(.ioFailure, "cannot list the interfaces of \(netns)", details: error.description)
-        }
-    }
-}
-
 let services = PlexusServices(
     makeExecutor: { config in
         ProcessPluginExecutor(baseEnvironment: baseEnvironment, timeoutSeconds: config.delegateTimeoutSeconds)
@@ -48,7 +39,8 @@ let services = PlexusServices(
     makeReporter: { config, invocation, logger in
         kubernetes.reporter(config: config, invocation: invocation, logger: logger)
     },
-    interfaceLister: NetlinkInterfaces(),
+    interfaceLister: NetlinkNetns(),
+    routing: NetlinkNetns(),
     logger: logger)
 
 let outcome = Dispatcher.run(environment: environment, stdin: input, services: services)

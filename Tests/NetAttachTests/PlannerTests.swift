@@ -105,12 +105,24 @@ func summary(_ plan: SelectionPlan) -> [String] {
                 SelectionPlanInput(
                     podNamespace: "pods", podName: "p1",
                     networksAnnotation: #"[{"name":"a","default-route":["10.0.0.1"]}]"#,
-                    defaultNetworkAnnotation: #"[{"name":"calico","default-route":[]}]"#),
+                    defaultNetworkAnnotation: #"[{"name":"calico","default-route":["10.9.9.9"]}]"#),
                 config: SelectionPlanConfig())
         } throws: { error in
-            if case .multipleDefaultRoutes = error as? SelectionPlanError { return true }
+            if case .multipleDefaultRoutes(_, _, "IPv4") = error as? SelectionPlanError { return true }
             return false
         }
+    }
+
+    /// One attachment per family: IPv4 on one network and IPv6 on another is fine, and an empty `default-route`
+    /// claims no family (Multus #1011 removes every default route for it).
+    @Test func defaultRoutePerFamily() throws {
+        let plan = try SelectionPlanner.plan(
+            SelectionPlanInput(
+                podNamespace: "pods", podName: "p1",
+                networksAnnotation: #"[{"name":"a","default-route":["10.0.0.1"]},{"name":"b","default-route":["fd00::1"]},{"name":"c","default-route":[]}]"#,
+                defaultNetworkAnnotation: #"[{"name":"calico","default-route":[]}]"#),
+            config: SelectionPlanConfig())
+        #expect(plan.networks.map { $0.request.defaultRoute ?? ["-"] } == [["10.0.0.1"], ["fd00::1"], []])
     }
 
     @Test func selectionErrorsAreWrapped() {

@@ -25,6 +25,8 @@ final class FakeExecutor: PluginExecutor, @unchecked Sendable {
     var failures: [String: CNIError] = [:]
     /// Live attachments per network: "net/cid/ifname".
     private(set) var live: Set<String> = []
+    /// ADD results to return per network name instead of the generated one.
+    var results: [String: JSON] = [:]
 
     func find(_ type: String, in paths: [String]) throws(CNIError) -> String {
         try CNIValidation.validatePluginType(type)
@@ -45,6 +47,7 @@ final class FakeExecutor: PluginExecutor, @unchecked Sendable {
         switch r.command {
         case "ADD":
             live.insert(key)
+            if let fixed = results[net] { return fixed.serializedBytes() }
             if let prev = stdin["prevResult"] { return prev.serializedBytes() }
             let v = stdin["cniVersion"]?.stringValue ?? "1.0.0"
             var res = CNIResult(cniVersion: v)

@@ -402,12 +402,14 @@ class Env:
                 extra = sorted(n for n in nl.links(ns) if n != "lo")
                 if extra:
                     problems.append("links left in netns %s: %s" % (ns, extra))
+        # Host links first: links_left waits for the kernel's asynchronous destruction of a deleted netns' veths,
+        # which also unplugs them from their bridges.
+        for l in nl.links_left(host_links):
+            problems.append("host link %s still exists" % l)
         for b in bridges:
             ports = nl.bridge_ports(b)
             if ports:
                 problems.append("ports left on bridge %s: %s" % (b, ports))
-        for l in nl.links_left(host_links):
-            problems.append("host link %s still exists" % l)
         assert not problems, "; ".join(problems)
 
     def kill_leftovers(self):

@@ -186,8 +186,6 @@ def _default_routes(ns):
     return [(r.get("gateway"), r.get("dev")) for r in nl.ip_json("-4", "route", "show", "default", ns=ns)]
 
 
-@pytest.mark.xfail(strict=True, reason="default-route control (netlink over libmnl) is a roadmap item not built yet; "
-                   "until then Plexus leaves routes as the delegates set them and reports those in network-status")
 def test_default_route_request_moves_the_default_route(kenv):
     """NPWG 4.1.2.1.9: the element with `default-route` gets the pod's default route (via the requested gateway,
     on that interface) and the default route is cleared from the cluster-default attachment; network-status reports

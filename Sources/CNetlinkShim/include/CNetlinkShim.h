@@ -1,22 +1,38 @@
 #ifndef PLEXUS_CNETLINKSHIM_H
 #define PLEXUS_CNETLINKSHIM_H
 
-// Netlink through libmnl, loaded lazily.
+// Netlink sockets through libmnl, loaded lazily.
 //
 // The plugin binary does NOT link libmnl: `px_nl_load` dlopen()s "libmnl.so.0" on the first use and resolves the
-// handful of functions the queries below need, so VERSION, DEL, STATUS and GC never load it. Only the Netlink Swift
-// module imports this header.
+// few socket functions below, so VERSION, DEL, STATUS and GC never load it. Messages are built and parsed in
+// Swift (module Netlink, the only importer of this header), where they are tested against hex goldens; this shim
+// only owns the socket: opening it inside a network namespace, send, receive with a deadline, close.
 
 #include <stddef.h>
+
+typedef struct px_nl px_nl;
 
 /// Loads libmnl once per process (later calls return the first result). 0 on success, else -1 with a message in
 /// `err` (NUL-terminated, at most `n` bytes).
 int px_nl_load(char *err, size_t n);
 
-/// The names of every link in the network namespace at `netns_path` (an nsfs file such as /var/run/netns/x),
-/// written NUL-separated into `buf`. The netlink socket is opened inside that namespace by a dedicated thread
-/// (setns, socket, setns back, exit), so the calling thread never changes namespace.
-/// Returns the number of names, or -1 with a message in `err` (the buffer too small counts as an error).
-int px_nl_link_names(const char *netns_path, char *buf, size_t buflen, char *err, size_t errlen);
+/// A bound NETLINK_ROUTE socket living in the network namespace at `netns_path` (an nsfs file such as
+/// /var/run/netns/x; NULL for the caller's own namespace). The socket is created by a dedicated, short-lived
+/// thread (setns, socket, setns back, exit): the calling thread never changes namespace, and the socket stays
+/// bound to the target namespace whichever thread uses it afterwards. Every receive waits at most `timeout_ms`
+/// (SO_RCVTIMEO). Extended acks (NETLINK_EXT_ACK) and capped acks (NETLINK_CAP_ACK) are requested when the kernel
+/// has them. NULL with a message in `err` on failure; `*err_no` (if not NULL) is the failing errno.
+px_nl *px_nl_open(const char *netns_path, int timeout_ms, char *err, size_t errlen, int *err_no);
+
+/// Sends one datagram. The number of bytes sent, or -errno.
+long px_nl_send(px_nl *h, const void *buf, size_t len);
+
+/// Receives one datagram into `buf`. The number of bytes, or -errno (-EAGAIN when the timeout passed).
+long px_nl_recv(px_nl *h, void *buf, size_t len);
+
+/// The socket's netlink port id (replies carry it in nlmsg_pid).
+unsigned int px_nl_portid(px_nl *h);
+
+void px_nl_close(px_nl *h);
 
 #endif
