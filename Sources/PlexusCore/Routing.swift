@@ -87,12 +87,14 @@ extension Plexus {
                 }
             }
         }
+        let routed = millis(since: started)
         for i in changed.sorted() {
             let n = attached[i].network
             try writeCache(n, result: attached[i].result, netns: invocation.netns,
                            cniArgs: Plexus.cniArgs(for: n, runtimeArgs: invocation.cniArgs, clusterIfname: invocation.ifname))
         }
-        logger.verbose("default routes set", [("requests", String(requests.count)), ("ms", millis(since: started))])
+        logger.verbose("default routes set", [("requests", String(requests.count)), ("results", String(changed.count)),
+                                              ("routes_ms", routed), ("ms", millis(since: started))])
     }
 
     /// The netns as the kernel sees it, for network-status; nil (logged) when it cannot be read, so the status is

@@ -116,3 +116,55 @@ def test_add_time_plexus_vs_direct_delegates(kenv):
     }
     write_figures("add_2_nads_vs_direct", figures)
     assert os.path.exists(FIGURES_PATH)
+
+
+def test_default_route_step_cost(kenv):
+    """Figures for default-route (netlink): the same pod (cluster network + one bridge NAD) added with and without
+    a `default-route` request, interleaved; plus the step's own time as Plexus logs it (setting the route, re-reading
+    routes, rewriting the cached results) and the kernel read for network-status, which both kinds of ADD pay."""
+    import re
+    kenv.install_crd()
+    cfg_nad, _, sub = kenv.hostlocal_bridge_nad("pxk-gw")
+    gw = sub.replace(".0/24", ".1")
+    cfg_nad["ipam"]["gateway"] = gw
+    kenv.apply_nad_kubectl(NS, "pxk-gw", cfg_nad)
+    cluster = kenv.cluster()
+    cluster_list = json.loads(json.dumps(cluster["list"]))
+    cluster_list["plugins"][0]["ipam"]["routes"] = [{"dst": "0.0.0.0/0"}]
+    cfg = kenv.config(delegates=[cluster_list])
+    plain = kenv.pod(NS, "plain", {NETWORKS_ANN: "pxk-gw"})
+    moved = kenv.pod(NS, "moved", {NETWORKS_ANN: json.dumps([{"name": "pxk-gw", "default-route": [gw]}])})
+    step = re.compile(r"default routes set.*?routes_ms=([0-9.]+).*? ms=([0-9.]+)")
+
+    def round_(pod, i):
+        pod.cid = kenv.cid("dr%d" % i)
+        pod.cni_args = pod.cni_args.split(";K8S_POD_INFRA_CONTAINER_ID=")[0] + \
+            ";K8S_POD_INFRA_CONTAINER_ID=%s;K8S_POD_UID=%s" % (pod.cid, pod.uid)
+        t0 = time.perf_counter()
+        out = pod.add(cfg)
+        dt = time.perf_counter() - t0
+        assert out.ok, out
+        m = step.search(out.stderr)
+        assert pod.delete(cfg).ok
+        return dt, ((float(m.group(1)), float(m.group(2))) if m else None)
+
+    round_(plain, -1)
+    round_(moved, -2)
+    plain_t, moved_t, steps = [], [], []
+    for i in range(ROUNDS):
+        for who in ((plain, moved) if i % 2 == 0 else (moved, plain)):
+            dt, s = round_(who, i)
+            (moved_t if who is moved else plain_t).append(dt)
+            if who is moved and s is not None:
+                steps.append(s)
+    assert kenv.leftovers(pods=[plain, moved]) == []
+    assert len(steps) == ROUNDS, "the verbose log must report the step on every ADD with default-route"
+    write_figures("default_route_step", {
+        "rounds": ROUNDS,
+        "add_without_default_route_median_ms": round(median(plain_t) * 1000, 2),
+        "add_with_default_route_median_ms": round(median(moved_t) * 1000, 2),
+        "difference_median_ms": round((median(moved_t) - median(plain_t)) * 1000, 2),
+        "step_routes_netlink_median_ms": median([s[0] for s in steps]),
+        "step_in_process_median_ms": median([s[1] for s in steps]),
+        "bin_dir": build_bin_dir(),
+    })
