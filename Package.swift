@@ -50,8 +50,11 @@ let package = Package(
         // Netlink over libmnl (loaded lazily with dlopen): links, addresses and routes of a network namespace, and
         // default-route control. libmnl owns the socket; messages are built and parsed in Swift.
         .target(name: "Netlink", dependencies: ["CNetlinkShim", "SystemKit"]),
+        // Device-plugin allocations: PodResources v1 protobuf + client (over an injected gRPC transport),
+        // the kubelet checkpoint, device picking and device-info files. No C, no I/O beyond file reads.
+        .target(name: "DeviceInfo", dependencies: ["CNISpec", "SystemKit"]),
         // The meta plugin: configuration, planning, execution, cache, dispatcher.
-        .target(name: "PlexusCore", dependencies: ["CNISpec", "SystemKit", "CNIInvoke", "NetAttach", "KubeClient"]),
+        .target(name: "PlexusCore", dependencies: ["CNISpec", "SystemKit", "CNIInvoke", "NetAttach", "KubeClient", "DeviceInfo"]),
 
         // The node installer run by the DaemonSet: binaries, generated conflist, kubeconfig, watch, uninstall.
         .target(name: "PlexusInstall", dependencies: ["CNISpec", "SystemKit"]),
@@ -73,7 +76,9 @@ let package = Package(
         .testTarget(name: "NetAttachTests", dependencies: ["NetAttach", "CNISpec"]),
         .testTarget(name: "NetlinkTests", dependencies: ["Netlink", "SystemKit"]),
         .testTarget(name: "KubeClientTests", dependencies: ["KubeClient", "CNISpec", "SystemKit"]),
-        .testTarget(name: "PlexusCoreTests", dependencies: ["PlexusCore", "CNIInvoke", "CNISpec", "SystemKit", "KubeClient"]),
+        // KubeClient only for the opt-in live test of the curl gRPC transport behind PodResourcesClient.
+        .testTarget(name: "DeviceInfoTests", dependencies: ["DeviceInfo", "KubeClient", "CNISpec", "SystemKit", "PlexusCore"]),
+        .testTarget(name: "PlexusCoreTests", dependencies: ["PlexusCore", "CNIInvoke", "CNISpec", "SystemKit", "KubeClient", "DeviceInfo", "NetAttach"]),
         .testTarget(name: "PlexusInstallTests", dependencies: ["PlexusInstall", "CNISpec", "SystemKit"]),
         .testTarget(name: "PlexusAdminTests", dependencies: ["PlexusAdmin", "PlexusCore", "CNIInvoke", "CNISpec", "SystemKit"]),
         .testTarget(name: "IntegrationTests", dependencies: ["CNISpec", "SystemKit"]),

@@ -19,6 +19,8 @@ PY="${PYTHON:-python3}"
 "$PY" -c 'import kubernetes_validate, yaml' 2>/dev/null || "$PY" -m pip install -q kubernetes-validate || \
     "$PY" -m pip install -q --break-system-packages kubernetes-validate || \
     echo "testenv/install.sh: kubernetes-validate unavailable; the deploy/ schema test will fail" >&2
+# grpc_tools.protoc for the fake kubelet (testenv/kubelet/): compiles api.proto at start; pulls in grpcio and protobuf.
+"$PY" -c 'import grpc_tools' 2>/dev/null || "$PY" -m pip install -q grpcio-tools || "$PY" -m pip install -q --break-system-packages grpcio-tools
 
 # containerd/runc/grpcio for the CRI end-to-end scenarios.
 bash testenv/cri/install.sh

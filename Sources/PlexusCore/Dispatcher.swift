@@ -18,13 +18,19 @@ public struct PlexusServices {
     public var interfaceLister: (any InterfaceLister)?
     /// Route control and interface facts for `default-route` and network-status; nil disables both.
     public var routing: (any NetnsRouting)?
+    /// Device-plugin allocations (kubelet PodResources / checkpoint); built per invocation, used only when a planned
+    /// network has a `resourceName`.
+    public var makeDeviceSource: (PlexusConfig, Logger) -> (any DeviceSource)?
     public var logger: Logger
 
     public init(makeExecutor: @escaping (PlexusConfig) -> any PluginExecutor,
                 makePlanner: @escaping (PlexusConfig, CNIInvocation, Logger) throws(CNIError) -> (any NetworkPlanner)? = { _, _, _ in nil },
                 makeReporter: @escaping (PlexusConfig, CNIInvocation, Logger) -> (any AttachmentReporter)? = { _, _, _ in nil },
-                interfaceLister: (any InterfaceLister)? = nil, routing: (any NetnsRouting)? = nil, logger: Logger) {
+                interfaceLister: (any InterfaceLister)? = nil, routing: (any NetnsRouting)? = nil,
+                makeDeviceSource: @escaping (PlexusConfig, Logger) -> (any DeviceSource)? = { c, l in KubeletDeviceSource(config: c, logger: l) },
+                logger: Logger) {
         self.routing = routing
+        self.makeDeviceSource = makeDeviceSource
         self.makeExecutor = makeExecutor
         self.makePlanner = makePlanner
         self.makeReporter = makeReporter
@@ -65,7 +71,9 @@ public enum Dispatcher {
             let plexus = Plexus(config: config, invocation: invocation, executor: services.makeExecutor(config),
                                 planner: invocation.command == .add ? try services.makePlanner(config, invocation, services.logger) : nil,
                                 reporter: invocation.command == .add ? services.makeReporter(config, invocation, services.logger) : nil,
-                                interfaceLister: services.interfaceLister, routing: services.routing, logger: services.logger)
+                                interfaceLister: services.interfaceLister, routing: services.routing,
+                                deviceSource: invocation.command == .add ? services.makeDeviceSource(config, services.logger) : nil,
+                                logger: services.logger)
             var out: [UInt8] = []
             switch invocation.command {
             case .add:

@@ -1,4 +1,5 @@
 import CNISpec
+import DeviceInfo
 import KubeClient
 import NetAttach
 import SystemKit
@@ -177,7 +178,9 @@ public struct NetworkStatusReporter: AttachmentReporter {
             let canonical = try? CNIResult.convert(result, to: "1.1.0", defaultVersion: n.list.cniVersion)
             // mac, mtu, ips and gateways as the kernel has them once every network (and default-route) is in place.
             inputs.append(AttachmentStatusInput(networkName: n.displayName, requestedIfname: n.ifname, isDefault: n.isDefault,
-                                                result: canonical?.objectValue, kernel: facts?.interfaces[n.ifname]))
+                                                result: canonical?.objectValue,
+                                                deviceInfo: n.deviceInfoFile.flatMap { try? DeviceInfoPaths.readFile($0)?.json },
+                                                kernel: facts?.interfaces[n.ifname]))
         }
         let value = NetworkStatus.annotationValue(for: inputs)
         api.setDeadline(Clock.deadline(afterSeconds: deadlineSeconds))

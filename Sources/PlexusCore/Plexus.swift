@@ -29,6 +29,8 @@ public final class Plexus {
     public let interfaceLister: (any InterfaceLister)?
     /// Route control and interface facts (default-route, network-status); nil where netlink is unavailable.
     public let routing: (any NetnsRouting)?
+    /// Device-plugin allocations for networks with a `resourceName`; asked only when such a network is planned.
+    public let deviceSource: (any DeviceSource)?
     public let logger: Logger
     let store: AttachmentStore
     let cache: ResultCache
@@ -38,7 +40,8 @@ public final class Plexus {
 
     public init(config: PlexusConfig, invocation: CNIInvocation, executor: any PluginExecutor,
                 planner: (any NetworkPlanner)? = nil, reporter: (any AttachmentReporter)? = nil,
-                interfaceLister: (any InterfaceLister)? = nil, routing: (any NetnsRouting)? = nil, logger: Logger,
+                interfaceLister: (any InterfaceLister)? = nil, routing: (any NetnsRouting)? = nil,
+                deviceSource: (any DeviceSource)? = nil, logger: Logger,
                 sleep: @escaping (Int) -> Void = { Clock.sleep(milliseconds: $0) }) {
         self.config = config
         self.invocation = invocation
@@ -48,6 +51,7 @@ public final class Plexus {
         self.reporter = reporter
         self.interfaceLister = interfaceLister
         self.routing = routing
+        self.deviceSource = deviceSource
         self.logger = logger
         self.store = AttachmentStore(cniDir: config.cniDir)
         self.cache = ResultCache(cniDir: config.cniDir)
@@ -83,7 +87,10 @@ public final class Plexus {
 
         // A record left by an earlier ADD (rolled back only partly, or never followed by DEL) is torn down first,
         // so its resources cannot leak and its interfaces do not collide with the new ones.
+        var recordedDevices: [String: String] = [:]
         if case .record(let stale) = store.read(key) {
+            // A retried ADD keeps the devices its earlier attempt chose (when the kubelet still allocates them).
+            for n in stale.networks { if let id = n.deviceID { recordedDevices[n.deviceKey] = id } }
             logger.warning("tearing down stale attachment before ADD", [("state", stale.state.rawValue)])
             let failures = teardown(stale)
             if !failures.isEmpty { throw fail(combined(failures, verb: "cleanup of the previous attachment")) }
@@ -94,7 +101,7 @@ public final class Plexus {
         do {
             let planned = try planner.plan(config: config, invocation: invocation)
             try planned.validateUniqueInterfaces()
-            networks = try planned.avoiding(interfacesInUse(includingNetns: true))
+            networks = try assignDevices(try planned.avoiding(interfacesInUse(includingNetns: true)), recorded: recordedDevices)
             routeRequests = try Plexus.defaultRouteRequests(networks)
         } catch { throw fail(error) }
         if networks.isEmpty { throw fail(CNIError(.invalidNetworkConfig, "no networks to attach")) }
@@ -108,6 +115,7 @@ public final class Plexus {
         var attached: [(network: PlannedNetwork, result: JSON)] = []
         for (i, n) in networks.enumerated() {
             let started = Clock.monotonicNanoseconds()
+            prepareDeviceInfo(n)
             do {
                 let result = try runner.add(n.list, runtimeConf(n, netns: invocation.netns, cniArgs: invocation.cniArgs))
                 try writeCache(n, result: result, netns: invocation.netns,
@@ -336,11 +344,13 @@ public final class Plexus {
                 logger.warning("best-effort DEL of the network whose ADD failed also failed",
                                [("network", n.displayName), ("error", error.description)])
                 try? cache.remove(network: n.list.name, containerID: record.key.containerID, ifname: n.ifname)
+                removeDeviceInfo(n)
             } else if let error = outcome {
                 failures.append(error.prefixed("network \"\(n.displayName)\" (\(n.ifname))"))
                 remaining.insert(n, at: 0)
             } else {
                 try? cache.remove(network: n.list.name, containerID: record.key.containerID, ifname: n.ifname)
+                removeDeviceInfo(n)
             }
         }
         if remaining.isEmpty {

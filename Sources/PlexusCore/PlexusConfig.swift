@@ -33,6 +33,14 @@ public struct PlexusConfig: Sendable {
     /// Tear independent networks down concurrently on DEL and rollback (each chain still in reverse order).
     public var parallelTeardown = true
 
+    /// Device plugins: the kubelet's PodResources v1 socket, the device-manager checkpoint read when that socket is
+    /// absent, the device-info base directory (`dp/` from device plugins, `cni/` written by Plexus) and the bound on
+    /// finding a pod's devices (retries included).
+    public var podResourcesSocket = "/var/lib/kubelet/pod-resources/kubelet.sock"
+    public var kubeletCheckpoint = "/var/lib/kubelet/device-plugins/kubelet_internal_checkpoint"
+    public var deviceInfoDir = "/var/run/k8s.cni.cncf.io/devinfo"
+    public var podResourcesDeadlineSeconds = 10.0
+
     /// The longest duration a timeout key accepts (one day): anything longer is a mistake, and far beyond it the
     /// value would no longer fit a deadline in nanoseconds.
     public static let maximumDurationSeconds = 86_400.0
@@ -107,6 +115,10 @@ public struct PlexusConfig: Sendable {
         duration("readinessTimeoutSeconds", &readinessTimeoutSeconds)
         duration("apiDeadlineSeconds", &apiDeadlineSeconds)
         if let v = try r.bool("parallelTeardown") { parallelTeardown = v }
+        if let v = try r.string("podResourcesSocket"), !v.isEmpty { podResourcesSocket = v }
+        if let v = try r.string("kubeletCheckpoint"), !v.isEmpty { kubeletCheckpoint = v }
+        if let v = try r.string("deviceInfoDir"), !v.isEmpty { deviceInfoDir = v }
+        duration("podResourcesDeadlineSeconds", &podResourcesDeadlineSeconds)
         if let v = try r.object("runtimeConfig") { runtimeConfig = v }
         prevResult = o["prevResult"].flatMap { $0.isNull ? nil : $0 }
         if let list = o["cni.dev/valid-attachments"] ?? o["cni.dev/attachments"], !list.isNull {
@@ -127,7 +139,9 @@ public struct PlexusConfig: Sendable {
         // files must be absolute: a relative one would resolve against whatever directory the runtime happens to
         // run Plexus in (podman's cleanup runs from conmon's), so a DEL would not find what the ADD cached.
         for (key, value) in [("confDir", confDir), ("cniDir", cniDir), ("binDir", binDir), ("logFile", logFile ?? ""),
-                             ("readinessindicatorfile", readinessIndicatorFile ?? ""), ("kubeconfig", kubeconfig ?? "")] {
+                             ("readinessindicatorfile", readinessIndicatorFile ?? ""), ("kubeconfig", kubeconfig ?? ""),
+                             ("podResourcesSocket", podResourcesSocket), ("kubeletCheckpoint", kubeletCheckpoint),
+                             ("deviceInfoDir", deviceInfoDir)] {
             try CNIValidation.validatePath(value, key: key)
             if !value.isEmpty && !value.hasPrefix("/") {
                 throw CNIError(.invalidNetworkConfig, "configuration key \"\(key)\" must be an absolute path", details: value)

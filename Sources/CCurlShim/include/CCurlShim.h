@@ -66,7 +66,9 @@ int px_curl_getinfo_double(px_curl *h, CURLINFO info, double *out);
 /// The response body of the last transfer (valid until the next reset/perform/free).
 const unsigned char *px_curl_body(px_curl *h, size_t *len);
 /// The raw header block of the last response (status line and header lines, CRLF-separated; earlier blocks such
-/// as "100 Continue" are discarded).
+/// as "100 Continue" are discarded). For HTTP/2 it also holds the trailers: libcurl passes them to the header
+/// callback after the body, after the blank line that ends the headers, and they never start a new block (gRPC
+/// reads grpc-status from there).
 const char *px_curl_headers(px_curl *h, size_t *len);
 /// 1 when the body cap was hit during the last transfer.
 int px_curl_body_overflowed(px_curl *h);
