@@ -252,3 +252,38 @@ def test_pods_without_devices_never_call_the_kubelet(dev):
     cfg = dev.config()
     assert pod.add(cfg).ok and pod.delete(cfg).ok
     assert dev.kubelet.requests() == []
+
+
+def _loaded(stderr):
+    """Shared objects the dynamic loader reported opening (LD_DEBUG=libs)."""
+    return {lib for lib in ("libcurl", "libmnl", "libnghttp2") if ("/%s.so" % lib) in stderr or ("%s.so" % lib) in stderr}
+
+
+def test_only_device_backed_adds_load_libcurl(dev):
+    """VERSION, DEL from the cache and ADDs without API or devices load neither libcurl nor (VERSION, DEL) libmnl;
+    an ADD with a device-backed network loads libcurl for the kubelet."""
+    ld = {"LD_DEBUG": "libs"}
+    px_ = dev.kenv.px
+    v = px_.run("VERSION", {"cniVersion": "1.0.0"}, extra=ld)
+    assert v.ok and _loaded(v.stderr) == set(), _loaded(v.stderr)
+
+    local = dev.config()
+    local.pop("kubeconfig")
+    ns = dev.kenv.netns()
+    cid = dev.kenv.cid("ld")
+    a = px_.run("ADD", local, cid, "/var/run/netns/" + ns, extra=ld)
+    assert a.ok, a
+    assert "libcurl" not in _loaded(a.stderr), "a device-less ADD without API must not load libcurl"
+    d = px_.run("DEL", local, cid, "/var/run/netns/" + ns, extra=ld)
+    assert d.ok and _loaded(d.stderr) == set(), _loaded(d.stderr)
+
+    dev.fake_nad("pxk-vfa")
+    pod = dev.kenv.pod(NS, "ldpod", {NETWORKS_ANN: "pxk-vfa"})
+    dev.allocate(pod, [VF0])
+    cfg = dev.config()
+    out = pod.run("ADD", cfg, extra=ld)
+    assert out.ok, out
+    assert "libcurl" in _loaded(out.stderr)
+    dl = pod.run("DEL", cfg, extra=ld)
+    assert dl.ok and _loaded(dl.stderr) == set(), _loaded(dl.stderr)
+    assert dev.kenv.leftovers(pods=[pod]) == []

@@ -168,3 +168,68 @@ def test_default_route_step_cost(kenv):
         "step_in_process_median_ms": median([s[1] for s in steps]),
         "bin_dir": build_bin_dir(),
     })
+
+
+def test_device_backed_network_cost(kenv):
+    """Figures for device plugins: the same pod (cluster network + one NAD with the test delegate) added with the NAD
+    carrying a resourceName (one kubelet PodResources Get over gRPC, a device-info copy) and without, interleaved;
+    plus the kubelet call's own time as Plexus logs it."""
+    import re
+    import shutil
+    import tempfile
+    from testenv.kubelet.fake_kubelet import FakeKubelet
+    d = tempfile.mkdtemp(prefix="pxkl-")
+    kl = FakeKubelet(os.path.join(d, "kubelet.sock")).start()
+    try:
+        kenv.install_crd()
+        res = "intel.com/bench"
+        for name, ann in (("pxk-dev", {"k8s.v1.cni.cncf.io/resourceName": res}), ("pxk-nodev", None)):
+            kenv.kube.apply_nad(NS, name, {"cniVersion": "1.0.0", "name": name, "type": "plexus-test-delegate",
+                                           "capabilities": {"deviceID": True, "CNIDeviceInfoFile": True}},
+                                annotations=ann)
+        os.makedirs(os.path.join(d, "devinfo", "dp"))
+        with open(os.path.join(d, "devinfo", "dp", "intel.com-bench-0000:03:02.0-device.json"), "w") as f:
+            json.dump({"type": "pci", "version": "1.1.0", "pci": {"pci-address": "0000:03:02.0"}}, f)
+        cfg = kenv.config(podResourcesSocket=kl.socket_path if hasattr(kl, "socket_path") else os.path.join(d, "kubelet.sock"),
+                          deviceInfoDir=os.path.join(d, "devinfo"))
+        with_dev = kenv.pod(NS, "withdev", {NETWORKS_ANN: "pxk-dev"})
+        without = kenv.pod(NS, "nodev", {NETWORKS_ANN: "pxk-nodev"})
+        kl.set_pod(NS, with_dev.name, containers=[{"name": "app", "devices": [
+            {"resource_name": res, "device_ids": ["0000:03:02.0"], "numa": 0}]}])
+        step = re.compile(r"kubelet PodResources answered.*? ms=([0-9.]+)")
+
+        def round_(pod, i):
+            pod.cid = kenv.cid("dv%d" % i)
+            pod.cni_args = pod.cni_args.split(";K8S_POD_INFRA_CONTAINER_ID=")[0] + \
+                ";K8S_POD_INFRA_CONTAINER_ID=%s;K8S_POD_UID=%s" % (pod.cid, pod.uid)
+            t0 = time.perf_counter()
+            out = pod.add(cfg)
+            dt = time.perf_counter() - t0
+            assert out.ok, out
+            m = step.search(out.stderr)
+            assert pod.delete(cfg).ok
+            return dt, (float(m.group(1)) if m else None)
+
+        round_(with_dev, -1)
+        round_(without, -2)
+        dev_t, plain_t, calls = [], [], []
+        for i in range(ROUNDS):
+            for who in ((with_dev, without) if i % 2 == 0 else (without, with_dev)):
+                dt, s = round_(who, i)
+                (dev_t if who is with_dev else plain_t).append(dt)
+                if s is not None:
+                    calls.append(s)
+        assert len(calls) == ROUNDS, "the verbose log must report the kubelet call on every device-backed ADD"
+        assert kenv.leftovers(pods=[with_dev, without]) == []
+        write_figures("device_backed_network", {
+            "rounds": ROUNDS,
+            "add_without_resource_median_ms": round(median(plain_t) * 1000, 2),
+            "add_with_resource_median_ms": round(median(dev_t) * 1000, 2),
+            "difference_median_ms": round((median(dev_t) - median(plain_t)) * 1000, 2),
+            "kubelet_call_in_process_median_ms": median(calls),
+            "kubelet_requests": len(kl.requests()),
+            "bin_dir": build_bin_dir(),
+        })
+    finally:
+        kl.stop()
+        shutil.rmtree(d, ignore_errors=True)
