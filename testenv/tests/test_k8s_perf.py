@@ -118,6 +118,21 @@ def test_add_time_plexus_vs_direct_delegates(kenv):
     assert os.path.exists(FIGURES_PATH)
 
 
+def _timed_add_del(kenv, pod, cfg, tag, pattern):
+    """One ADD (timed) and DEL of `pod` under a fresh container ID; returns (seconds, the float groups `pattern`
+    found in the ADD's log, or None)."""
+    pod.cid = kenv.cid(tag)
+    pod.cni_args = pod.cni_args.split(";K8S_POD_INFRA_CONTAINER_ID=")[0] + \
+        ";K8S_POD_INFRA_CONTAINER_ID=%s;K8S_POD_UID=%s" % (pod.cid, pod.uid)
+    t0 = time.perf_counter()
+    out = pod.add(cfg)
+    dt = time.perf_counter() - t0
+    assert out.ok, out
+    m = pattern.search(out.stderr)
+    assert pod.delete(cfg).ok
+    return dt, (tuple(float(g) for g in m.groups()) if m else None)
+
+
 def test_default_route_step_cost(kenv):
     """Figures for default-route (netlink): the same pod (cluster network + one bridge NAD) added with and without
     a `default-route` request, interleaved; plus the step's own time as Plexus logs it (setting the route, re-reading
@@ -137,16 +152,7 @@ def test_default_route_step_cost(kenv):
     step = re.compile(r"default routes set.*?routes_ms=([0-9.]+).*? ms=([0-9.]+)")
 
     def round_(pod, i):
-        pod.cid = kenv.cid("dr%d" % i)
-        pod.cni_args = pod.cni_args.split(";K8S_POD_INFRA_CONTAINER_ID=")[0] + \
-            ";K8S_POD_INFRA_CONTAINER_ID=%s;K8S_POD_UID=%s" % (pod.cid, pod.uid)
-        t0 = time.perf_counter()
-        out = pod.add(cfg)
-        dt = time.perf_counter() - t0
-        assert out.ok, out
-        m = step.search(out.stderr)
-        assert pod.delete(cfg).ok
-        return dt, ((float(m.group(1)), float(m.group(2))) if m else None)
+        return _timed_add_del(kenv, pod, cfg, "dr%d" % i, step)
 
     round_(plain, -1)
     round_(moved, -2)
@@ -179,7 +185,8 @@ def test_device_backed_network_cost(kenv):
     import tempfile
     from testenv.kubelet.fake_kubelet import FakeKubelet
     d = tempfile.mkdtemp(prefix="pxkl-")
-    kl = FakeKubelet(os.path.join(d, "kubelet.sock")).start()
+    sock = os.path.join(d, "kubelet.sock")
+    kl = FakeKubelet(sock).start()
     try:
         kenv.install_crd()
         res = "intel.com/bench"
@@ -190,8 +197,7 @@ def test_device_backed_network_cost(kenv):
         os.makedirs(os.path.join(d, "devinfo", "dp"))
         with open(os.path.join(d, "devinfo", "dp", "intel.com-bench-0000:03:02.0-device.json"), "w") as f:
             json.dump({"type": "pci", "version": "1.1.0", "pci": {"pci-address": "0000:03:02.0"}}, f)
-        cfg = kenv.config(podResourcesSocket=kl.socket_path if hasattr(kl, "socket_path") else os.path.join(d, "kubelet.sock"),
-                          deviceInfoDir=os.path.join(d, "devinfo"))
+        cfg = kenv.config(podResourcesSocket=sock, deviceInfoDir=os.path.join(d, "devinfo"))
         with_dev = kenv.pod(NS, "withdev", {NETWORKS_ANN: "pxk-dev"})
         without = kenv.pod(NS, "nodev", {NETWORKS_ANN: "pxk-nodev"})
         kl.set_pod(NS, with_dev.name, containers=[{"name": "app", "devices": [
@@ -199,16 +205,8 @@ def test_device_backed_network_cost(kenv):
         step = re.compile(r"kubelet PodResources answered.*? ms=([0-9.]+)")
 
         def round_(pod, i):
-            pod.cid = kenv.cid("dv%d" % i)
-            pod.cni_args = pod.cni_args.split(";K8S_POD_INFRA_CONTAINER_ID=")[0] + \
-                ";K8S_POD_INFRA_CONTAINER_ID=%s;K8S_POD_UID=%s" % (pod.cid, pod.uid)
-            t0 = time.perf_counter()
-            out = pod.add(cfg)
-            dt = time.perf_counter() - t0
-            assert out.ok, out
-            m = step.search(out.stderr)
-            assert pod.delete(cfg).ok
-            return dt, (float(m.group(1)) if m else None)
+            dt, groups = _timed_add_del(kenv, pod, cfg, "dv%d" % i, step)
+            return dt, (groups[0] if groups else None)
 
         round_(with_dev, -1)
         round_(without, -2)
