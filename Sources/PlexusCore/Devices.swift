@@ -173,15 +173,6 @@ extension Plexus {
         }
     }
 
-    /// The attachment's device-info file content for network-status, nil when there is none or it does not parse.
-    func deviceInfo(_ n: PlannedNetwork) -> JSON? {
-        guard let file = n.deviceInfoFile, isOwnDeviceInfoFile(file) else { return nil }
-        do { return try DeviceInfoPaths.readFile(file)?.json } catch {
-            logger.warning("ignoring an unreadable device-info file", [("file", file), ("error", error.description)])
-            return nil
-        }
-    }
-
     /// After a network's DEL: its device-info file goes. The path comes from a cache file, so it must name a file
     /// directly in Plexus' own `cni/` directory.
     func removeDeviceInfo(_ n: PlannedNetwork) {

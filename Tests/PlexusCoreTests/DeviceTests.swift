@@ -119,7 +119,9 @@ final class FakeDeviceSource: DeviceSource, @unchecked Sendable {
         _ = try plexus.add()
         #expect(dir.files("devinfo/cni") == ["ns1-n1-c1_net1"])
         let assigned = try #require(AttachmentStore(cniDir: dir.path + "/cache").list(network: "pxnet").records.first?.networks[1])
-        #expect(plexus.deviceInfo(assigned)?["pci"]?["pci-address"]?.stringValue == "0000:03:02.0")
+        // What the network-status reporter reads for this network.
+        let info = try DeviceInfoPaths.readFile(try #require(assigned.deviceInfoFile))?.json
+        #expect(info?["pci"]?["pci-address"]?.stringValue == "0000:03:02.0")
         try make(dir, try invocation("DEL"), exec, source, nets).del()
         #expect(dir.files("devinfo/cni").isEmpty)
         #expect(source.calls.count == 1)  // DEL never asks the kubelet
