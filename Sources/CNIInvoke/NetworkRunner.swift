@@ -69,9 +69,9 @@ public struct NetworkRunner: Sendable {
 
     /// ADD: plugins in order; each later plugin gets the previous result (converted to the list version, so a
     /// delegate's older result never fails the next plugin's prevResult parsing). Returns the last plugin's result
-    /// in the version it emitted.
-    public func add(_ list: NetworkConfigList, _ rt: RuntimeConf) throws(CNIError) -> JSON {
-        var prev: JSON?
+    /// in the version it emitted. `prevResult` is what the first plugin gets (a finalizer's merged result).
+    public func add(_ list: NetworkConfigList, _ rt: RuntimeConf, prevResult: JSON? = nil) throws(CNIError) -> JSON {
+        var prev: JSON? = prevResult
         for i in list.plugins.indices {
             var prevForPlugin: JSON?
             if let prev {

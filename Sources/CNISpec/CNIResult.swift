@@ -226,3 +226,30 @@ public struct CNIResult: Sendable, Equatable {
         return try parse(json, defaultVersion: defaultVersion).json(version: version)
     }
 }
+
+extension CNIResult {
+    /// One result for several attachments of a container (what a finalizer gets as `prevResult`): each result
+    /// converted to `version`'s model, their `interfaces` concatenated in order, every `ips[].interface` index moved
+    /// by the number of interfaces before it, `routes` concatenated, and the first non-empty `dns` kept. Keys the
+    /// model does not know are dropped. A result that cannot be converted is an error naming its position.
+    public static func merge(_ results: [(result: JSON, defaultVersion: String)], to version: String) throws(CNIError) -> JSON {
+        var merged = CNIResult(cniVersion: version)
+        for (i, r) in results.enumerated() {
+            let parsed: CNIResult
+            do { parsed = try parse(r.result, defaultVersion: r.defaultVersion) } catch {
+                throw error.prefixed("result \(i) of the merged result")
+            }
+            let offset = merged.interfaces.count
+            merged.interfaces += parsed.interfaces
+            merged.ips += parsed.ips.map { ip in
+                var ip = ip
+                // An index that points at no interface of its own result cannot be moved meaningfully: drop it.
+                if let k = ip.interface { ip.interface = k >= 0 && k < parsed.interfaces.count ? k + offset : nil }
+                return ip
+            }
+            merged.routes += parsed.routes
+            if merged.dns.isEmpty { merged.dns = parsed.dns }
+        }
+        return try merged.json(version: version)
+    }
+}

@@ -8,6 +8,8 @@ public struct NetworkConfigList: Sendable, Equatable {
     public var cniVersion: String
     public var disableCheck: Bool
     public var disableGC: Bool
+    /// libcni 1.3: when true, plugin confs from the network's drop-in directory are not appended.
+    public var loadOnlyInlinedPlugins: Bool
     public var plugins: [JSONObject]
 
     /// Parses a conf (object with `type`) or a conflist (object with `plugins`). `source` names the origin for
@@ -16,6 +18,13 @@ public struct NetworkConfigList: Sendable, Equatable {
         guard var o = json.objectValue else {
             throw CNIError(.invalidNetworkConfig, "network configuration is not a JSON object", details: source)
         }
+        // libcni: `loadOnlyInlinedPlugins` cannot be true without a `plugins` list (checked before the up-conversion
+        // of a single conf, which would otherwise invent one).
+        let loadOnlyInlined = try NetworkConfigList.flag(o["loadOnlyInlinedPlugins"], key: "loadOnlyInlinedPlugins", source: source)
+        if loadOnlyInlined && o["plugins"] == nil {
+            throw CNIError(.invalidNetworkConfig, "\"loadOnlyInlinedPlugins\" is true and there is no \"plugins\" list", details: source)
+        }
+        loadOnlyInlinedPlugins = loadOnlyInlined
         if o["plugins"] == nil {
             guard o["type"] != nil else {
                 throw CNIError(.invalidNetworkConfig, "network configuration has neither \"type\" nor \"plugins\"", details: source)

@@ -34,10 +34,13 @@ public struct PlannedNetwork: Sendable, Equatable {
     /// Whether Plexus chose `ifname` (`net<i>`) rather than the runtime or the pod's selection: only such a name
     /// may be changed to avoid an interface another attachment of the container already uses.
     public var ifnameGenerated: Bool
+    /// The `auxiliaryCNIChainName` chain: it creates no interface of its own, so network-status leaves it out.
+    public var isAuxiliary: Bool
 
     public init(list: NetworkConfigList, ifname: String, capabilityArgs: JSONObject = JSONObject(),
                 displayName: String? = nil, isDefault: Bool = false, resourceName: String? = nil, defaultRoute: [String]? = nil,
-                ifnameGenerated: Bool = false) {
+                ifnameGenerated: Bool = false, isAuxiliary: Bool = false) {
+        self.isAuxiliary = isAuxiliary
         self.list = list
         self.ifname = ifname
         self.capabilityArgs = capabilityArgs
@@ -70,8 +73,12 @@ public struct AttachmentRecord: Sendable, Equatable {
     public var pod: String?
     public var state: State
     public var networks: [PlannedNetwork]
+    /// The finalizers the ADD planned, in run order, exactly as sent: DEL replays them (in reverse) from here.
+    public var finalizers: [NetworkConfigList]
 
-    public init(key: AttachmentKey, netns: String, cniArgs: CNIArgs, pod: String?, state: State, networks: [PlannedNetwork]) {
+    public init(key: AttachmentKey, netns: String, cniArgs: CNIArgs, pod: String?, state: State, networks: [PlannedNetwork],
+                finalizers: [NetworkConfigList] = []) {
+        self.finalizers = finalizers
         self.key = key
         self.netns = netns
         self.cniArgs = cniArgs
@@ -96,12 +103,16 @@ public struct AttachmentRecord: Sendable, Equatable {
             no["ifName"] = .string(n.ifname)
             no["display"] = .string(n.displayName)
             if n.isDefault { no["default"] = .bool(true) }
+            if n.isAuxiliary { no["auxiliary"] = .bool(true) }
             if let r = n.resourceName { no["resourceName"] = .string(r) }
             if let d = n.defaultRoute { no["defaultRoute"] = .array(d.map { .string($0) }) }
             if !n.capabilityArgs.isEmpty { no["capabilityArgs"] = .object(n.capabilityArgs) }
             no["config"] = .string(Base64.encode(n.list.bytes))
             return .object(no)
         })
+        if !finalizers.isEmpty {
+            o["finalizers"] = .array(finalizers.map { .object(JSONObject([("config", .string(Base64.encode($0.bytes)))])) })
+        }
         return .object(o)
     }
 
@@ -128,9 +139,17 @@ public struct AttachmentRecord: Sendable, Equatable {
                 list: list, ifname: ifname, capabilityArgs: n["capabilityArgs"]?.objectValue ?? JSONObject(),
                 displayName: n["display"]?.stringValue, isDefault: n["default"]?.boolValue ?? false,
                 resourceName: n["resourceName"]?.stringValue,
-                defaultRoute: n["defaultRoute"]?.arrayValue?.compactMap(\.stringValue)))
+                defaultRoute: n["defaultRoute"]?.arrayValue?.compactMap(\.stringValue),
+                isAuxiliary: n["auxiliary"]?.boolValue ?? false))
         }
         networks = planned
+        var finals: [NetworkConfigList] = []
+        for f in o["finalizers"]?.arrayValue ?? [] {
+            guard let cfg = f["config"]?.stringValue.flatMap(Base64.decode),
+                  let list = try? NetworkConfigList(bytes: cfg, source: "cached finalizer") else { return nil }
+            finals.append(list)
+        }
+        finalizers = finals
     }
 }
 

@@ -133,6 +133,7 @@ public enum Dispatcher {
         if !invocation.containerID.isEmpty { ctx.append(("container", invocation.containerID)) }
         if !invocation.ifname.isEmpty { ctx.append(("ifname", invocation.ifname)) }
         if let pod = invocation.pod { ctx.append(("pod", pod.description)) }
+        if let trace = invocation.traceID { ctx.append(("trace", trace)) }
         logger.context = ctx
     }
 }

@@ -46,6 +46,9 @@ public struct CNIInvocation: Sendable {
     public var cniArgs: CNIArgs
     public var cniPath: String?
     public var pod: PodIdentity?
+    /// The W3C trace id of the caller's `TRACEPARENT`, for log lines (nil when absent or malformed). The trace
+    /// variables themselves reach every delegate and finalizer unchanged with the rest of the environment.
+    public var traceID: String?
 
     /// Validates the environment: missing required variables, container ID and interface name rules, `CNI_ARGS`
     /// syntax. Errors are code 4 and name the variables.
@@ -76,6 +79,22 @@ public struct CNIInvocation: Sendable {
             cniArgs = (try? CNIArgs(parsing: env["CNI_ARGS"] ?? "")) ?? CNIArgs()
         }
         pod = PodIdentity(args: cniArgs)
+        traceID = env["TRACEPARENT"].flatMap(CNIInvocation.traceID(traceparent:))
+    }
+
+    /// W3C Trace Context `traceparent`: `<version>-<trace-id>-<parent-id>-<flags>`, 2/32/16/2 lowercase hex digits;
+    /// version `ff` and an all-zero trace or parent id are invalid; a later version may append `-…` fields.
+    public static func traceID(traceparent: String) -> String? {
+        let parts = traceparent.split(separator: "-", omittingEmptySubsequences: false)
+        guard parts.count >= 4 else { return nil }
+        func hex(_ s: Substring, _ n: Int) -> Bool {
+            s.utf8.count == n && s.utf8.allSatisfy { ($0 >= 48 && $0 <= 57) || ($0 >= 97 && $0 <= 102) }
+        }
+        let (version, trace, parent, flags) = (parts[0], parts[1], parts[2], parts[3])
+        guard hex(version, 2), version != "ff", hex(trace, 32), hex(parent, 16), hex(flags, 2),
+              trace.utf8.contains(where: { $0 != 48 }), parent.utf8.contains(where: { $0 != 48 }) else { return nil }
+        if version == "00" && parts.count != 4 { return nil }
+        return String(trace)
     }
 
     /// How errors name the call: the pod when known, always the container.

@@ -79,7 +79,7 @@ public struct KubernetesPlanner: NetworkPlanner {
         for ref in selection.networks {
             planned.append(try nadNetwork(ref))
         }
-        return planned
+        return try LocalPlanner.withAuxiliaryChain(planned, config: config)
     }
 
     /// A `clusterNetwork`/`defaultNetworks` entry: a path, a network name in `confDir`, or else a NAD of that name

@@ -11,6 +11,7 @@ extension Plexus {
     /// 3. Every delegate network this configuration uses gets the GC verb with exactly that network's valid
     ///    attachments: every cached attachment of that network name that is still alive, whoever owns it (another
     ///    Plexus configuration, the same container on another network), so nothing alive is ever collected.
+    /// 4. Every configured finalizer gets GC with the runtime's valid attachments.
     /// Errors of one network never stop the others; all are reported.
     public func gc() throws(CNIError) {
         let gcLock = try locks.acquireExclusiveGC()
@@ -69,12 +70,20 @@ extension Plexus {
             let alive = remaining.filter { $0.entry.networkName == name }.map { (containerID: $0.entry.containerID, ifname: $0.entry.ifname) }
             failures += runner.gc(list, valid: alive).map { $0.prefixed("GC of network \"\(name)\"") }
         }
+        // Finalizers are per attachment: their valid attachments are the runtime's (the pod's cluster interface).
+        do {
+            for f in try Finalizers.load(config: config) {
+                failures += runner.gc(f, valid: validList).map { $0.prefixed("GC of finalizer \"\(f.pluginType(0))\"") }
+            }
+        } catch {
+            failures.append(error.prefixed("GC of the finalizers"))
+        }
         if !failures.isEmpty { throw combined(failures, verb: "GC") }
     }
 
     /// STATUS: unavailable (50) while the readiness indicator file is missing or the cache directory is unusable;
-    /// otherwise the cluster network's and `defaultNetworks`' chains are asked (those ≥ 1.1.0) and the first error
-    /// is returned with its own code.
+    /// otherwise the cluster network's and `defaultNetworks`' chains, then the finalizers, are asked (those ≥ 1.1.0)
+    /// and the first error is returned with its own code.
     public func status() throws(CNIError) {
         if let file = config.readinessIndicatorFile, !FileSystem.exists(file) {
             throw CNIError(.notAvailable, "readiness indicator file \(file) is missing", details: config.name)
@@ -97,6 +106,14 @@ extension Plexus {
         }
         for list in lists {
             do { try runner.status(list) } catch { throw error.prefixed("network \"\(list.name)\"") }
+        }
+        // Every pod's ADD runs the finalizers: one that is not ready makes Plexus not ready.
+        let finalizers: [NetworkConfigList]
+        do { finalizers = try Finalizers.load(config: config) } catch {
+            throw CNIError(.notAvailable, "cannot load the finalizers: \(error.msg)", details: error.details)
+        }
+        for f in finalizers {
+            do { try runner.status(f) } catch { throw error.prefixed("finalizer \"\(f.pluginType(0))\"") }
         }
     }
 }

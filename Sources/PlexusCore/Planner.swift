@@ -22,7 +22,31 @@ public struct LocalPlanner: NetworkPlanner {
         for ref in Self.references(config: config, allDelegates: true, defaultNetworks: !isSystemPod) {
             lists.append(try load(ref))
         }
-        return Self.assignInterfaces(lists, config: config, invocation: invocation)
+        return try Self.withAuxiliaryChain(Self.assignInterfaces(lists, config: config, invocation: invocation), config: config)
+    }
+
+    /// The type that heads the auxiliary chain (Multus uses its `passthru`): it answers ADD with an empty result.
+    public static let passthruType = "plexus-passthru"
+
+    /// Multus' `auxiliaryCNIChainName`: a list named so, with `cniVersion` of Plexus' configuration, holding
+    /// `{"type":"plexus-passthru"}` and the plugin confs of `<baseDirectory>/<name>/*.conf`. Nil without that key or
+    /// when the directory holds no conf (Multus adds the chain only when it has more than the passthru).
+    public static func auxiliaryChain(config: PlexusConfig) throws(CNIError) -> NetworkConfigList? {
+        guard let name = config.auxiliaryCNIChainName else { return nil }
+        let dropIns = try PluginConfFiles.load(directory: config.baseDirectory + "/" + name)
+        if dropIns.isEmpty { return nil }
+        let head = JSON.object(JSONObject([("type", .string(passthruType)), ("name", .string("passthru-cni"))]))
+        let list = JSONObject([("cniVersion", .string(config.cniVersion)), ("name", .string(name)),
+                               ("plugins", .array([head] + dropIns.map { .object($0.plugin) }))])
+        return try NetworkConfigList(json: .object(list), source: "auxiliaryCNIChainName \(name)")
+    }
+
+    /// `planned` with the auxiliary chain appended as the last network, on the next generated `net<i>` (the chain
+    /// creates no interface; the name only identifies its cache entry).
+    static func withAuxiliaryChain(_ planned: [PlannedNetwork], config: PlexusConfig) throws(CNIError) -> [PlannedNetwork] {
+        guard let list = try auxiliaryChain(config: config) else { return planned }
+        return planned + [PlannedNetwork(list: list, ifname: "net\(planned.count)", displayName: list.name,
+                                         ifnameGenerated: true, isAuxiliary: true)]
     }
 
     /// Cluster network first with the runtime's ifname and runtimeConfig, then `net<i>`.
@@ -69,6 +93,7 @@ public struct LocalPlanner: NetworkPlanner {
     public func configuredNetworks(config: PlexusConfig) throws(CNIError) -> [NetworkConfigList] {
         var lists: [NetworkConfigList] = []
         for ref in Self.references(config: config, allDelegates: true, defaultNetworks: true) { lists.append(try load(ref)) }
+        if let aux = try Self.auxiliaryChain(config: config) { lists.append(aux) }
         return lists
     }
 
@@ -85,6 +110,7 @@ public struct LocalPlanner: NetworkPlanner {
             }
             lists.append(try load(ref))
         }
+        if let aux = try Self.auxiliaryChain(config: config) { lists.append(aux) }
         return (lists, unresolved)
     }
 }

@@ -98,16 +98,20 @@ public final class Plexus {
 
         let networks: [PlannedNetwork]
         let routeRequests: [DefaultRouteRequestItem]
+        let finalizers: [NetworkConfigList]
         do {
             let planned = try planner.plan(config: config, invocation: invocation)
             try planned.validateUniqueInterfaces()
             networks = try assignDevices(try planned.avoiding(interfacesInUse(includingNetns: true)), recorded: recordedDevices)
             routeRequests = try Plexus.defaultRouteRequests(networks)
+            finalizers = try Finalizers.load(config: config)
         } catch { throw fail(error) }
         if networks.isEmpty { throw fail(CNIError(.invalidNetworkConfig, "no networks to attach")) }
 
+        // The finalizers are planned with the networks, so a DEL after a crash at any point runs them too.
         let record = AttachmentRecord(key: key, netns: invocation.netns, cniArgs: invocation.cniArgs,
-                                      pod: invocation.pod?.description, state: .planned, networks: networks)
+                                      pod: invocation.pod?.description, state: .planned, networks: networks,
+                                      finalizers: finalizers)
         do { try store.write(record) } catch {
             throw fail(CNIError(.ioFailure, "cannot record attachment plan", details: error.description))
         }
@@ -133,11 +137,17 @@ public final class Plexus {
             throw fail(rollback(record, upTo: networks.count - 1, cause: error))
         }
 
+        // After every network (and default-route): the finalizers, with the merged result of all attachments.
+        if let failed = runFinalizers(finalizers, attached: attached) {
+            throw fail(rollback(record, upTo: networks.count - 1, cause: failed.error,
+                                finalizers: Array(finalizers[0...failed.index]), failedFinalizer: failed.index))
+        }
+
         if let reporter {
             // Kernel facts cost a netlink round trip: read them only when a pod's network-status will be written.
             let facts = invocation.pod != nil ? interfaceFacts() : nil
-            do { try reporter.report(invocation: invocation, attached: attached, facts: facts) } catch {
-                throw fail(rollback(record, upTo: networks.count - 1, cause: error))
+            do { try reporter.report(invocation: invocation, attached: attached.filter { !$0.network.isAuxiliary }, facts: facts) } catch {
+                throw fail(rollback(record, upTo: networks.count - 1, cause: error, finalizers: finalizers))
             }
         }
 
@@ -146,7 +156,8 @@ public final class Plexus {
             return try CNIResult.convert(cluster.result, to: config.cniVersion, defaultVersion: cluster.network.list.cniVersion)
         } catch {
             throw fail(rollback(record, upTo: networks.count - 1,
-                                cause: error.prefixed("cannot convert the cluster network's result to \(config.cniVersion)")))
+                                cause: error.prefixed("cannot convert the cluster network's result to \(config.cniVersion)"),
+                                finalizers: finalizers))
         }
     }
 
@@ -194,12 +205,16 @@ public final class Plexus {
     /// transient failure (code 11) of that DEL is still recorded and retried.
     /// When the DEL of a network that *was* added fails, the record is kept as `rollback-failed` with the networks
     /// that still need a DEL, so the runtime's DEL retries exactly those.
-    func rollback(_ record: AttachmentRecord, upTo index: Int, cause: CNIError, failedIndex: Int? = nil) -> CNIError {
+    /// `finalizers` are those whose ADD ran (DELed first, in reverse); `failedFinalizer` (an index into them) gets a
+    /// best-effort DEL like the failed network.
+    func rollback(_ record: AttachmentRecord, upTo index: Int, cause: CNIError, failedIndex: Int? = nil,
+                  finalizers: [NetworkConfigList] = [], failedFinalizer: Int? = nil) -> CNIError {
         logger.error("ADD failed, rolling back", [("error", cause.description)])
         let subset = AttachmentRecord(key: record.key, netns: record.netns, cniArgs: record.cniArgs, pod: record.pod,
-                                      state: .rollbackFailed, networks: Array(record.networks[0...index]))
+                                      state: .rollbackFailed, networks: Array(record.networks[0...index]),
+                                      finalizers: finalizers)
         let bestEffort = failedIndex.map { Set([record.networks[$0].ifname]) } ?? []
-        let failures = teardown(subset, bestEffort: bestEffort)
+        let failures = teardown(subset, bestEffort: bestEffort, bestEffortFinalizers: failedFinalizer.map { [$0] } ?? [])
         if failures.isEmpty { return cause }
         return CNIError(cause.code, "\(cause.msg); rollback incomplete, a DEL will retry: \(failures.map(\.description).joined(separator: "; "))",
                         details: cause.details)
@@ -214,6 +229,7 @@ public final class Plexus {
 
         var record: AttachmentRecord
         var bestEffort: Set<String> = []
+        var bestEffortFinalizers: Set<Int> = []
         switch store.read(key) {
         case .record(let r):
             record = r
@@ -228,13 +244,13 @@ public final class Plexus {
             }
         case .corrupt(let why):
             logger.error("attachment record unreadable, deleting from the result cache and configuration", [("reason", why)])
-            (record, bestEffort) = try reconstructRecord()
+            (record, bestEffort, bestEffortFinalizers) = try reconstructRecord()
         case .absent:
-            (record, bestEffort) = try reconstructRecord()
+            (record, bestEffort, bestEffortFinalizers) = try reconstructRecord()
         }
         // The runtime's netns wins (it may be empty on containerd's second DEL); the cached one is only used by GC.
         record.netns = invocation.netns
-        let failures = teardown(record, bestEffort: bestEffort)
+        let failures = teardown(record, bestEffort: bestEffort, bestEffortFinalizers: bestEffortFinalizers)
         logger.info("DEL done", [("networks", String(record.networks.count)), ("ms", millis(since: started))])
         if !failures.isEmpty { throw fail(combined(failures, verb: "DEL")) }
     }
@@ -244,8 +260,8 @@ public final class Plexus {
     /// into leaked IPs. Networks known only from the configuration are torn down best-effort (their DEL failures
     /// are logged, not returned): nothing shows they were ever added, and after a complete DEL or rollback —
     /// containerd's second DEL, the DEL that follows a failed ADD — a delegate that cannot DEL must not fail the
-    /// runtime's DEL forever.
-    func reconstructRecord() throws(CNIError) -> (AttachmentRecord, bestEffort: Set<String>) {
+    /// runtime's DEL forever. The configuration's finalizers are DELed the same way (best effort, first).
+    func reconstructRecord() throws(CNIError) -> (AttachmentRecord, bestEffort: Set<String>, bestEffortFinalizers: Set<Int>) {
         let cached = containerEntries()
         var networks = ownedNetworks(in: cached)
         // Add the networks of the current configuration that the cache does not account for (a result file may be
@@ -273,8 +289,14 @@ public final class Plexus {
             if b.ifname == invocation.ifname { return false }
             return a.ifname.count != b.ifname.count ? a.ifname.count < b.ifname.count : a.ifname < b.ifname
         }
+        var finalizers: [NetworkConfigList] = []
+        do { finalizers = try Finalizers.load(config: config) } catch {
+            logger.error("cannot load the configured finalizers for DEL", [("error", error.description)])
+        }
         return (AttachmentRecord(key: key, netns: invocation.netns, cniArgs: invocation.cniArgs,
-                                 pod: invocation.pod?.description, state: .deleteFailed, networks: networks), bestEffort)
+                                 pod: invocation.pod?.description, state: .deleteFailed, networks: networks,
+                                 finalizers: finalizers),
+                bestEffort, Set(finalizers.indices))
     }
 
     /// This container's readable result entries (unreadable ones are logged), minus the paths in `excluding`.
@@ -302,7 +324,9 @@ public final class Plexus {
     /// DELs every network of `record` in reverse order with its cached result, continuing past failures. Cache
     /// entries go only after their DEL succeeded; the record goes when everything succeeded, otherwise it is
     /// rewritten with the networks still to delete. Returns the failures.
-    func teardown(_ record: AttachmentRecord, bestEffort: Set<String> = []) -> [CNIError] {
+    /// The record's finalizers are DELed first (in reverse), while the networks' cached results still exist.
+    func teardown(_ record: AttachmentRecord, bestEffort: Set<String> = [], bestEffortFinalizers: Set<Int> = []) -> [CNIError] {
+        let finalized = teardownFinalizers(record, bestEffort: bestEffortFinalizers)
         let recordOwner = CachedAttachment.Owner(network: record.key.network, ifname: record.key.ifname)
         var order: [PlannedNetwork] = []
         var prevs: [JSON?] = []
@@ -335,7 +359,7 @@ public final class Plexus {
         }
         // Networks are independent, so their chains may be torn down at once (each chain stays in reverse order).
         let outcomes = config.parallelTeardown ? Parallel.map(jobs) : jobs.map { $0() }
-        var failures: [CNIError] = []
+        var failures = finalized.failures
         var remaining: [PlannedNetwork] = []
         for (n, outcome) in zip(order, outcomes) {
             // A transient failure ("try again later", 11) is never dropped, best effort or not: the resources may
@@ -353,13 +377,14 @@ public final class Plexus {
                 removeDeviceInfo(n)
             }
         }
-        if remaining.isEmpty {
+        if remaining.isEmpty && finalized.remaining.isEmpty {
             do { try store.remove(record.key) } catch {
                 logger.error("cannot remove attachment record", [("error", error.description)])
             }
         } else {
             var left = record
             left.networks = remaining
+            left.finalizers = finalized.remaining
             if left.state != .rollbackFailed { left.state = .deleteFailed }
             do { try store.write(left) } catch {
                 logger.error("cannot record networks left to delete", [("error", error.description)])
@@ -405,6 +430,7 @@ public final class Plexus {
             }
         }
         do { try checkDefaultRoutes(record.networks) } catch { throw fail(error) }
+        do { try checkFinalizers(record) } catch { throw fail(error) }
     }
 
     // MARK: readiness

@@ -1,4 +1,5 @@
 import CNISpec
+import SystemKit
 
 /// Plexus' own configuration: the plugin object (`"type": "plexus"`) the runtime hands over on stdin. It accepts
 /// Multus' keys unchanged; unknown keys are ignored, known keys with a wrong type are a code-7 error naming the key.
@@ -40,6 +41,13 @@ public struct PlexusConfig: Sendable {
     public var kubeletCheckpoint = "/var/lib/kubelet/device-plugins/kubelet_internal_checkpoint"
     public var deviceInfoDir = "/var/run/k8s.cni.cncf.io/devinfo"
     public var podResourcesDeadlineSeconds = 10.0
+
+    /// Multus' auxiliary chain: `{"type":"plexus-passthru"}` plus the plugin confs of `<baseDirectory>/<name>/`,
+    /// attached after every other network when that directory holds any.
+    public var auxiliaryCNIChainName: String?
+    /// Finalizer plugin objects from the configuration (each with a `type`); those of `<baseDirectory>/_finalize.d/`
+    /// run after them.
+    public var finalizers: [JSONObject] = []
 
     /// The longest duration a timeout key accepts (one day): anything longer is a mistake, and far beyond it the
     /// value would no longer fit a deadline in nanoseconds.
@@ -119,6 +127,21 @@ public struct PlexusConfig: Sendable {
         if let v = try r.string("kubeletCheckpoint"), !v.isEmpty { kubeletCheckpoint = v }
         if let v = try r.string("deviceInfoDir"), !v.isEmpty { deviceInfoDir = v }
         duration("podResourcesDeadlineSeconds", &podResourcesDeadlineSeconds)
+        auxiliaryCNIChainName = try r.string("auxiliaryCNIChainName").flatMap { $0.isEmpty ? nil : $0 }
+        if let aux = auxiliaryCNIChainName {
+            // It names a directory: the network-name rules keep it a single path component.
+            do { try CNIValidation.validateNetworkName(aux) } catch {
+                throw CNIError(.invalidNetworkConfig, "configuration key \"auxiliaryCNIChainName\" is not a valid network name", details: aux)
+            }
+        }
+        for (i, f) in (try r.array("finalizers") ?? []).enumerated() {
+            guard let o = f.objectValue, let type = o["type"]?.stringValue, !type.isEmpty else {
+                throw CNIError(.invalidNetworkConfig, "configuration key \"finalizers\" must hold plugin objects with a \"type\"",
+                               details: "element \(i)")
+            }
+            do { try CNIValidation.validatePluginType(type) } catch { throw error.prefixed("finalizers[\(i)]") }
+            finalizers.append(o)
+        }
         if let v = try r.object("runtimeConfig") { runtimeConfig = v }
         prevResult = o["prevResult"].flatMap { $0.isNull ? nil : $0 }
         if let list = o["cni.dev/valid-attachments"] ?? o["cni.dev/attachments"], !list.isNull {
@@ -152,6 +175,16 @@ public struct PlexusConfig: Sendable {
         if delegates.isEmpty && clusterNetwork == nil {
             throw CNIError(.invalidNetworkConfig, "at least one of \"delegates\" or \"clusterNetwork\" must be set", details: name)
         }
+    }
+
+    /// The directory drop-ins next to the cluster network live in (`_finalize.d/`, the auxiliary chain's directory):
+    /// the directory of `clusterNetwork` when it is a file path, `clusterNetwork` itself when it is a directory path,
+    /// `confDir` otherwise (a network name, inline `delegates`). A function of the configuration alone, so a pod's
+    /// default-network annotation never changes which finalizers run.
+    public var baseDirectory: String {
+        guard let cluster = clusterNetwork, cluster.contains("/") else { return confDir }
+        if cluster.hasSuffix("/") { return String(cluster.dropLast()) }
+        return FileSystem.isDirectory(cluster) ? cluster : FileSystem.directoryName(of: cluster)
     }
 
     /// Search path for delegates: `binDir` first, then the runtime's `CNI_PATH`, without duplicates.

@@ -1,7 +1,8 @@
 // plexus-test-delegate: a fake CNI delegate for tests (failure injection, recording, crash points).
 //
 // Behaviour comes from keys in its own network configuration (so each network of a test can behave differently):
-//   "recordDir":  every invocation is written to <recordDir>/<seq>-<COMMAND>-<ifname>.json ({env, stdin})
+//   "recordDir":  every invocation is written to <recordDir>/<seq>-<COMMAND>-<ifname>.json ({env, stdin}; env holds
+//                 the CNI_* variables and the trace context TRACEPARENT/TRACESTATE/BAGGAGE)
 //   "stateDir":   ADD creates <stateDir>/<containerID>-<ifname>; DEL removes it; CHECK fails if it is missing;
 //                 GC removes every file not named by cni.dev/valid-attachments
 //   "fail":       {"ADD": {"code": 11, "msg": "...", "details": "..."}, "DEL": {...}}: always fail that verb
@@ -53,7 +54,7 @@ let version = conf["cniVersion"]?.stringValue ?? ""
 
 if let dir = conf["recordDir"]?.stringValue {
     try? FileSystem.makeDirectories(dir, mode: 0o755)
-    let envObj = JSONObject(env.keys.sorted().filter { $0.hasPrefix("CNI_") }.map { ($0, JSON.string(env[$0] ?? "")) })
+    let envObj = JSONObject(env.keys.sorted().filter { $0.hasPrefix("CNI_") || ["TRACEPARENT", "TRACESTATE", "BAGGAGE"].contains($0) }.map { ($0, JSON.string(env[$0] ?? "")) })
     let record = JSONObject([("env", .object(envObj)), ("stdin", config)])
     let seq = Clock.monotonicNanoseconds()
     try? FileSystem.writeAtomically("\(dir)/\(seq)-\(getpid())-\(command)-\(ifname).json", JSON.object(record).serializedBytes(), mode: 0o644)

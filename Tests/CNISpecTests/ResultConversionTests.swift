@@ -104,3 +104,21 @@ import Testing
         #expect(req["cni.dev/attachments"] == req["cni.dev/valid-attachments"])
     }
 }
+
+@Suite struct ResultMergeTests {
+    @Test func mergeConcatenatesAndReindexes() throws {
+        let a = try JSON.parse(#"{"cniVersion":"1.0.0","interfaces":[{"name":"br0"},{"name":"eth0","sandbox":"/n"}],"ips":[{"address":"10.1.0.2/24","gateway":"10.1.0.1","interface":1}],"routes":[{"dst":"0.0.0.0/0","gw":"10.1.0.1"}],"dns":{"nameservers":["10.1.0.53"]}}"#)
+        let b = try JSON.parse(#"{"cniVersion":"0.3.1","interfaces":[{"name":"net1","sandbox":"/n"}],"ips":[{"version":"4","address":"10.2.0.2/24","interface":0},{"version":"4","address":"10.2.0.3/24","interface":7}],"dns":{"nameservers":["10.2.0.53"]}}"#)
+        let c = try JSON.parse(#"{"cniVersion":"1.1.0"}"#)
+        let merged = try CNIResult.merge([(a, "1.0.0"), (b, "0.3.1"), (c, "1.1.0")], to: "1.1.0")
+        #expect(merged["cniVersion"] == .string("1.1.0"))
+        #expect(merged["interfaces"]?.arrayValue?.compactMap { $0["name"]?.stringValue } == ["br0", "eth0", "net1"])
+        let ips = try #require(merged["ips"]?.arrayValue)
+        #expect(ips.map { $0["interface"]?.intValue } == [1, 2, nil])
+        #expect(merged["routes"]?.arrayValue?.count == 1)
+        #expect(merged["dns"]?["nameservers"]?.arrayValue?.first == .string("10.1.0.53"))
+        let old = try CNIResult.merge([(a, "1.0.0"), (b, "0.3.1")], to: "0.4.0")
+        #expect(old["ips"]?.arrayValue?.first?["version"] == .string("4"))
+        #expect(throws: CNIError.self) { try CNIResult.merge([(.string("x"), "1.0.0")], to: "1.0.0") }
+    }
+}

@@ -42,8 +42,10 @@ struct FixedPlanner: NetworkPlanner {
 /// Records what the reporter was given.
 final class RecordingReporter: AttachmentReporter, @unchecked Sendable {
     var facts: [NetnsSnapshot?] = []
+    var reports: [[(network: PlannedNetwork, result: JSON)]] = []
     func report(invocation: CNIInvocation, attached: [(network: PlannedNetwork, result: JSON)], facts: NetnsSnapshot?) throws(CNIError) {
         self.facts.append(facts)
+        reports.append(attached)
     }
 }
 
