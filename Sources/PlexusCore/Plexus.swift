@@ -401,7 +401,8 @@ public final class Plexus {
 
     // MARK: CHECK
 
-    /// Runs CHECK on every cached network's chain (not only the cluster network), honouring `disableCheck`.
+    /// Runs CHECK on every cached network's chain (not only the cluster network), honouring `disableCheck`; the
+    /// auxiliary chain is skipped.
     /// Networks whose configuration predates CHECK (< 0.4.0) are skipped.
     public func check() throws(CNIError) {
         let (lock, gcLock) = try locks.acquire(containerID: invocation.containerID)
@@ -415,6 +416,12 @@ public final class Plexus {
             throw fail(CNIError(.unknownContainer, "no attachment was added for this container"))
         }
         for n in record.networks {
+            // The auxiliary chain runs on a `net<i>` that names no interface (Multus' behaviour): a chained plugin's
+            // CHECK (tuning looks the link up) can only fail there, so it is skipped like a `disableCheck` list.
+            if n.isAuxiliary {
+                logger.verbose("skipping CHECK for the auxiliary chain", [("network", n.displayName)])
+                continue
+            }
             guard n.list.version.supportsCheck else {
                 logger.verbose("skipping CHECK for a network below 0.4.0", [("network", n.displayName)])
                 continue

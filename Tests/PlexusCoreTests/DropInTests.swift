@@ -168,6 +168,10 @@ import Glibc
         _ = try p.add()
         #expect(exec.calls.map(\.type) == ["bridge", "plexus-passthru", "tuning"])
         #expect(reporter.reports.first?.map(\.network.list.name) == ["cluster"])
+        // CHECK skips it: its `net<i>` names no interface, so a chained plugin's CHECK could only fail.
+        let before = exec.calls.count
+        try plexus(try auxConfig(dir), try invocation("CHECK"), exec).check()
+        #expect(exec.calls[before...].map(\.type) == ["bridge"])
         // DEL replays the cached chain even after its directory is gone.
         _ = system("rm -rf '\(dir.path)/conf/vendor-cni-chain'")
         try plexus(try auxConfig(dir), try invocation("DEL"), exec).del()
