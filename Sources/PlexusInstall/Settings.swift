@@ -7,6 +7,8 @@ import SystemKit
 public enum PlexusSettings {
     public enum Kind: Sendable, Equatable {
         case bool, string, path, stringList, namespaces, seconds, logLevel
+        /// A JSON list of plugin objects, each with a string `type` (`finalizers`).
+        case plugins
 
         var placeholder: String {
             switch self {
@@ -16,6 +18,7 @@ public enum PlexusSettings {
             case .stringList, .namespaces: return "NAME,..."
             case .seconds: return "SECONDS"
             case .logLevel: return "LEVEL"
+            case .plugins: return "JSON"
             }
         }
 
@@ -28,6 +31,7 @@ public enum PlexusSettings {
             case .namespaces: return "a comma-separated string or a list of strings"
             case .seconds: return "a positive number"
             case .logLevel: return "one of panic, error, warning, info, verbose, debug"
+            case .plugins: return "a list of plugin objects with a \"type\""
             }
         }
     }
@@ -56,6 +60,8 @@ public enum PlexusSettings {
         Setting(key: "readinessTimeoutSeconds", kind: .seconds, flag: "--readiness-timeout-seconds"),
         Setting(key: "apiDeadlineSeconds", kind: .seconds, flag: "--api-deadline-seconds"),
         Setting(key: "parallelTeardown", kind: .bool, flag: "--parallel-teardown"),
+        Setting(key: "auxiliaryCNIChainName", kind: .string, flag: "--auxiliary-cni-chain-name"),
+        Setting(key: "finalizers", kind: .plugins, flag: "--finalizers"),
     ]
 
     /// Keys the installer generates itself; a settings file may not set them.
@@ -74,6 +80,7 @@ public enum PlexusSettings {
         case (.namespaces, .string): ok = true
         case (.namespaces, .array(let items)): ok = items.allSatisfy { $0.stringValue != nil }
         case (.seconds, .number(let n)): ok = (Double(n) ?? 0) > 0
+        case (.plugins, .array(let items)): ok = items.allSatisfy { !($0["type"]?.stringValue ?? "").isEmpty }
         default: ok = false
         }
         if !ok {
@@ -88,6 +95,7 @@ public enum PlexusSettings {
         case .bool: v = .bool(try InstallOptions.boolean(origin, text))
         case .stringList: v = .array(InstallOptions.commaList(text).map { .string($0) })
         case .seconds: v = ((try? JSON.parse(text)).flatMap { if case .number = $0 { return $0 } else { return nil } }) ?? .string(text)
+        case .plugins: v = (try? JSON.parse(text)) ?? .string(text)
         default: v = .string(text)
         }
         do { try check(v, for: s, origin: origin) } catch { throw .usage(error.message) }
