@@ -24,9 +24,11 @@ RUN swift build -c release --static-swift-stdlib --product plexus \
     && swift build -c release --static-swift-stdlib --product plexus-install \
     && swift build -c release --static-swift-stdlib --product plexus-admin \
     && swift build -c release --static-swift-stdlib --product plexus-kubeconfig \
+    && swift build -c release --static-swift-stdlib --product plexus-passthru \
+    && swift build -c release --static-swift-stdlib --product plexus-policy-route \
     && mkdir -p /out \
-    && for b in plexus plexus-install plexus-admin plexus-kubeconfig; do cp "$(swift build -c release --show-bin-path)/$b" /out/; done \
-    && strip /out/plexus /out/plexus-install /out/plexus-admin /out/plexus-kubeconfig \
+    && for b in plexus plexus-install plexus-admin plexus-kubeconfig plexus-passthru plexus-policy-route; do cp "$(swift build -c release --show-bin-path)/$b" /out/; done \
+    && strip /out/plexus /out/plexus-install /out/plexus-admin /out/plexus-kubeconfig /out/plexus-passthru /out/plexus-policy-route \
     && ! ldd /out/plexus | grep -Eq 'libswift|libFoundation|libstdc\+\+|libcurl|libmnl' \
     && /out/plexus-install --help > /dev/null
 
@@ -37,6 +39,9 @@ COPY --from=build /out/plexus /usr/local/lib/plexus/plexus
 # `plexus inspect|validate` on the node (plexus-admin) and the YAML converter they and YAML kubeconfigs use.
 COPY --from=build /out/plexus-admin /usr/local/lib/plexus/plexus-admin
 COPY --from=build /out/plexus-kubeconfig /usr/local/lib/plexus/plexus-kubeconfig
+# The head of an auxiliaryCNIChainName chain, and the policy-routing finalizer (both CNI plugins for /opt/cni/bin).
+COPY --from=build /out/plexus-passthru /usr/local/lib/plexus/plexus-passthru
+COPY --from=build /out/plexus-policy-route /usr/local/lib/plexus/plexus-policy-route
 COPY README.md /usr/share/doc/plexus/README.md
 USER 0
 ENTRYPOINT ["/usr/local/bin/plexus-install"]

@@ -23,6 +23,8 @@ let package = Package(
         .executable(name: "plexus-bench", targets: ["plexus-bench"]),
         .executable(name: "plexus-install", targets: ["plexus-install"]),
         .executable(name: "plexus-admin", targets: ["plexus-admin"]),
+        .executable(name: "plexus-passthru", targets: ["plexus-passthru"]),
+        .executable(name: "plexus-policy-route", targets: ["plexus-policy-route"]),
     ],
     dependencies: [
         // Only the `plexus-kubeconfig` converter links Yams (and with it Foundation + ICU, ~1.5 ms of start-up):
@@ -69,6 +71,12 @@ let package = Package(
         .executableTarget(name: "plexus-install", dependencies: ["PlexusInstall", "SystemKit"], linkerSettings: fastStart),
         .executableTarget(name: "plexus-kubeconfig", dependencies: ["Yams"]),
         .executableTarget(name: "plexus-test-delegate", dependencies: ["CNISpec", "SystemKit"]),
+        // The head of an `auxiliaryCNIChainName` chain (Multus' passthru): answers ADD with an empty result.
+        .executableTarget(name: "plexus-passthru", dependencies: ["CNISpec", "SystemKit"], linkerSettings: fastStart),
+        // A finalizer: source-based policy routing across the pod's interfaces (plan in PolicyRoute, netlink here).
+        .target(name: "PolicyRoute", dependencies: ["CNISpec"]),
+        .executableTarget(name: "plexus-policy-route", dependencies: ["PolicyRoute", "Netlink", "CNISpec", "SystemKit"],
+                          linkerSettings: fastStart),
 
         .executableTarget(name: "plexus-bench", dependencies: ["CNIInvoke", "CNISpec", "SystemKit"], path: "Benchmarks/plexus-bench"),
 
@@ -81,6 +89,7 @@ let package = Package(
         .testTarget(name: "PlexusCoreTests", dependencies: ["PlexusCore", "CNIInvoke", "CNISpec", "SystemKit", "KubeClient", "DeviceInfo", "NetAttach"]),
         .testTarget(name: "PlexusInstallTests", dependencies: ["PlexusInstall", "CNISpec", "SystemKit"]),
         .testTarget(name: "PlexusAdminTests", dependencies: ["PlexusAdmin", "PlexusCore", "CNIInvoke", "CNISpec", "SystemKit"]),
+        .testTarget(name: "PolicyRouteTests", dependencies: ["PolicyRoute", "CNISpec"]),
         .testTarget(name: "IntegrationTests", dependencies: ["CNISpec", "SystemKit"]),
     ],
     swiftLanguageModes: [.v6]

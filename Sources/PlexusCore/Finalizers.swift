@@ -63,7 +63,9 @@ extension Plexus {
                 let merged = try Finalizers.mergedResult(attached, for: f)
                 let out = try runner.add(f, rt, prevResult: merged)
                 // A finalizer may not change what the runtime gets: anything it adds is logged and dropped.
-                if (try? CNIResult.convert(out, to: f.cniVersion, defaultVersion: f.cniVersion)) != merged {
+                // Compared as results, not bytes: key order and number spelling are not changes.
+                let given = try? CNIResult.parse(merged, defaultVersion: f.cniVersion)
+                if (try? CNIResult.parse(out, defaultVersion: f.cniVersion)) != given {
                     logger.verbose("ignoring what a finalizer changed in its result", [("finalizer", f.pluginType(0))])
                 }
                 logger.verbose("finalizer added", [("finalizer", f.pluginType(0)), ("ms", millis(since: started))])

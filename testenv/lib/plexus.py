@@ -35,9 +35,9 @@ def build_bin_dir():
     return p.stdout.strip()
 
 
-def install_binaries(dest, names=("plexus", FAKE)):
-    """Copies ``names`` (default ``plexus`` and the fake delegate) from the build into ``dest`` (a rebuild during
-    the run cannot change them)."""
+def install_binaries(dest, names=("plexus", FAKE, "plexus-passthru", "plexus-policy-route")):
+    """Copies ``names`` (default ``plexus``, the fake delegate, and the plugins Plexus ships for auxiliary chains and
+    finalizers) from the build into ``dest`` (a rebuild during the run cannot change them)."""
     src = build_bin_dir()
     os.makedirs(dest, exist_ok=True)
     for b in names:

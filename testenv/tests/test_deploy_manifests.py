@@ -197,6 +197,9 @@ def dockerfile_stages():
     return stages
 
 
+SHIPPED = ("plexus", "plexus-install", "plexus-admin", "plexus-kubeconfig", "plexus-passthru", "plexus-policy-route")
+
+
 def test_dockerfile_builds_and_ships_what_the_daemonset_runs():
     stages = dockerfile_stages()
     assert len(stages) == 2, "multi-stage: a Swift builder and a small runtime image"
@@ -204,7 +207,7 @@ def test_dockerfile_builds_and_ships_what_the_daemonset_runs():
     assert re.match(r"swift:6\.\d+", build["image"]), build["image"]
     assert not runtime["image"].startswith("swift"), runtime["image"]
     run = " ".join(l for l in build["lines"] if l.startswith("RUN "))
-    for product in ("plexus", "plexus-install", "plexus-admin", "plexus-kubeconfig"):
+    for product in SHIPPED:
         assert re.search(r"swift build -c release --static-swift-stdlib --product %s(\s|$)" % product, run), product
     assert "libcurl4-openssl-dev" in run and "libmnl-dev" in run        # headers of the C shims
     # every source the build stage copies exists; `COPY . .` needs the manifest and the sources
@@ -227,15 +230,16 @@ def test_dockerfile_builds_and_ships_what_the_daemonset_runs():
         m = re.match(r"COPY (?!--from)(\S+) (\S+)$", l)
         if m:
             assert os.path.exists(os.path.join(REPO, m.group(1))), l
-    assert set(copies) == {"plexus", "plexus-install", "plexus-admin", "plexus-kubeconfig"}
+    assert set(copies) == set(SHIPPED)
 
     (c,) = deploy_object("DaemonSet")["spec"]["template"]["spec"]["containers"]
     assert c["command"] == [copies["plexus-install"]]
     source = [a.split("=", 1)[1] for a in c["args"] if a.startswith("--source-bin-dir=")]
     binaries = [a.split("=", 1)[1] for a in c["args"] if a.startswith("--binaries=")]
-    # Everything but the installer goes to the node: the plugin, `plexus inspect|validate`, the YAML converter.
+    # Everything but the installer goes to the node: the plugin, `plexus inspect|validate`, the YAML converter, the
+    # auxiliary chain's passthru and the policy-routing finalizer.
     assert source == [os.path.dirname(copies["plexus"])], source
-    assert binaries == ["plexus,plexus-admin,plexus-kubeconfig"], binaries
+    assert binaries == ["plexus,plexus-admin,plexus-kubeconfig,plexus-passthru,plexus-policy-route"], binaries
     assert all(os.path.dirname(copies[b]) == source[0] for b in binaries[0].split(","))
     entry = [l for l in runtime["lines"] if l.startswith("ENTRYPOINT")]
     assert entry and json.loads(entry[0].split(None, 1)[1]) == [copies["plexus-install"]]
