@@ -157,7 +157,7 @@ def plexus_config(version, delegates):
 
 # Weighted: the numeric settings (and the waits they bound) come up most.
 CONFIG_MUTATIONS = ["number"] * 4 + ["str"] * 2 + ["readiness"] * 2 + ["kubeconfig"] * 2 + [
-    "version", "delegates", "networks", "path-types", "log", "gc-list", "misc", "delete"]
+    "version", "delegates", "networks", "path-types", "log", "gc-list", "misc", "finalizers", "delete"]
 
 
 def mutate_config(draw, cfg):
@@ -204,6 +204,16 @@ def mutate_config(draw, cfg):
             cfg[k] = pick(draw, [Lit("5"), {"cniVersion": "9.9.9", "ips": "x"}, {"portMappings": True},
                                  {"portMappings": [{"hostPort": Lit("1e400")}]}, False, "no", "a,,b", ["x", Lit("5")],
                                  ""])
+        elif m == "finalizers":
+            if chance(draw, 0.7):
+                cfg["finalizers"] = pick(draw, [
+                    [{"type": FAKE, "name": "pxfin"}], [{"type": FAKE}, {"type": FAKE, "name": "pxfin2"}],
+                    [{"type": FAKE, "fail": {"ADD": {"code": 7, "msg": "pxfinbad"}}}],
+                    [{"type": FAKE, "fail": {"DEL": {"code": 11, "msg": "pxfinbusy"}}}],
+                    [{"type": FAKE, "cniVersion": "9.9.9"}], [{"type": FAKE, "name": "../x"}], [{"type": "../x"}],
+                    [{"type": ""}], [{"type": "pxfin\u0000"}], [{"name": "no-type"}], [Lit("5")], "x", Lit("{}")])
+            else:
+                cfg["auxiliaryCNIChainName"] = pick(draw, ["pxaux", "../x", "", Lit("5"), "pxaux\u0000", "/abs"])
         else:   # "delete"
             cfg.pop(pick(draw, ["name", "cniVersion", "type", "delegates"]), None)
     return cfg
