@@ -2,6 +2,12 @@
 //
 //   swift build -c release --product plexus-bench --product plexus
 //   .build/release/plexus-bench [--rounds 30] [--plexus PATH] [--plugins /usr/lib/cni]
+//                               [--only core|finalizers] [--baseline PATH-OF-AN-OLDER-PLEXUS]
+//
+// The finalizers section: the same 2-network pod (cluster network and a second network loaded from files) through
+// Plexus without and with one finalizer (plexus-policy-route, next to plexus), the delegates and that finalizer run
+// directly, and, with --baseline, an older plexus binary on the pod without finalizers (what the drop-in and
+// finalizer lookups cost a pod that uses neither).
 //
 // "direct" is this process acting as the runtime: it runs each network's chain itself (libcni semantics, via
 // CNIInvoke) with posix_spawn, so the difference is what Plexus adds (its own exec, config, plan, cache, result).
@@ -17,6 +23,8 @@ import Glibc
 var rounds = 30
 var plexusPath = ""
 var plugins = "/usr/lib/cni"
+var only = ""
+var baseline = ""
 var args = Array(CommandLine.arguments.dropFirst())
 while !args.isEmpty {
     let a = args.removeFirst()
@@ -24,7 +32,9 @@ while !args.isEmpty {
     case "--rounds": rounds = Int(args.isEmpty ? "" : args.removeFirst()) ?? rounds
     case "--plexus": plexusPath = args.isEmpty ? "" : args.removeFirst()
     case "--plugins": plugins = args.isEmpty ? "" : args.removeFirst()
-    default: print("usage: plexus-bench [--rounds N] [--plexus PATH] [--plugins DIR]"); exit(2)
+    case "--only": only = args.isEmpty ? "" : args.removeFirst()
+    case "--baseline": baseline = args.isEmpty ? "" : args.removeFirst()
+    default: print("usage: plexus-bench [--rounds N] [--plexus PATH] [--plugins DIR] [--only core|finalizers] [--baseline PATH]"); exit(2)
     }
 }
 if plexusPath.isEmpty {
@@ -138,7 +148,7 @@ let warmup = 3
     if plexusFirst { plexusSide(&p); directSide(&d) } else { directSide(&d); plexusSide(&p) }
 }
 
-for round in 0..<(rounds + warmup) {
+for round in 0..<(only == "finalizers" ? 0 : rounds + warmup) {
     let cid = "pxbench\(round)"
     var p1 = Sample(), d1 = Sample(), p5 = Sample(), d5 = Sample()
     pair(1, cid: cid, plexusFirst: round % 2 == 0, into: &p1, &d1)
@@ -167,6 +177,93 @@ for round in 0..<(rounds + warmup) {
     }
 }
 
+// MARK: finalizers section
+
+struct FinalizerFigures { var none: [Double] = [], one: [Double] = [], direct: [Double] = [], old: [Double] = [] }
+var fin = FinalizerFigures()
+let finalizerPath = FileSystem.directoryName(of: plexusPath) + "/plexus-policy-route"
+if only != "core" {
+    sh("mkdir -p \(tmp)/conf")
+    let clusterFile = "\(tmp)/conf/10-cluster.conflist", secondFile = "\(tmp)/conf/20-second.conflist"
+    try? FileSystem.writeAtomically(clusterFile, Array(networks[0].utf8), mode: 0o644)
+    try? FileSystem.writeAtomically(secondFile, Array(networks[3].utf8), mode: 0o644)
+    let finDir = FileSystem.directoryName(of: finalizerPath)
+    func config(finalizer: Bool) -> [UInt8] {
+        let f = finalizer ? #","finalizers":[{"type":"plexus-policy-route"}]"# : ""
+        return Array(#"{"cniVersion":"1.0.0","name":"pxbench","type":"plexus","cniDir":"\#(tmp)/cache","confDir":"\#(tmp)/conf","binDir":"\#(plugins)","clusterNetwork":"\#(clusterFile)","defaultNetworks":["\#(secondFile)"]\#(f)}"#.utf8)
+    }
+    let pair = [lists[0], lists[3]]
+    func run(_ binary: String, _ command: String, cid: String, finalizer: Bool) -> Double {
+        let env = baseEnv + ["CNI_COMMAND=\(command)", "CNI_CONTAINERID=\(cid)", "CNI_NETNS=\(netns)", "CNI_IFNAME=eth0",
+                             "CNI_PATH=\(plugins):\(finDir)", "CNI_ARGS=IgnoreUnknown=1;K8S_POD_NAMESPACE=bench;K8S_POD_NAME=p"]
+        let t0 = Clock.monotonicNanoseconds()
+        let out = try? Subprocess.run(path: binary, arguments: [binary], environment: env, stdin: config(finalizer: finalizer),
+                                      timeoutNanoseconds: 60_000_000_000)
+        let dt = ms(Clock.monotonicNanoseconds() - t0)
+        if out?.exitStatus != 0 {
+            print("\(binary) \(command) failed: \(String(decoding: out?.stdout ?? [], as: UTF8.self))")
+            exit(1)
+        }
+        return dt
+    }
+    let finalizerList = try? NetworkConfigList(bytes: Array(#"{"cniVersion":"1.0.0","name":"pxbench","plugins":[{"type":"plexus-policy-route"}]}"#.utf8), source: "bench")
+    let finRunner = NetworkRunner(executor: executor, searchPaths: [finDir])
+    func direct(_ command: String, cid: String) -> Double {
+        let t0 = Clock.monotonicNanoseconds()
+        do {
+            if command == "ADD" {
+                directResults = []
+                for (i, l) in pair.enumerated() {
+                    directResults.append(try runner.add(l, RuntimeConf(containerID: cid, netns: netns, ifname: i == 0 ? "eth0" : "net1")))
+                }
+                // The runtime's share of a finalizer: one merge and one exec.
+                if let finalizerList {
+                    let merged = try CNIResult.merge(directResults.map { ($0, "1.0.0") }, to: "1.0.0")
+                    _ = try finRunner.add(finalizerList, RuntimeConf(containerID: cid, netns: netns, ifname: "eth0"), prevResult: merged)
+                }
+            } else {
+                if let finalizerList {
+                    let merged = try CNIResult.merge(directResults.map { ($0, "1.0.0") }, to: "1.0.0")
+                    try finRunner.del(finalizerList, RuntimeConf(containerID: cid, netns: netns, ifname: "eth0"), prevResult: merged)
+                }
+                for (i, l) in pair.enumerated().reversed() {
+                    try runner.del(l, RuntimeConf(containerID: cid, netns: netns, ifname: i == 0 ? "eth0" : "net1"),
+                                   prevResult: i < directResults.count ? directResults[i] : nil)
+                }
+            }
+        } catch {
+            print("direct \(command) with finalizer failed: \(error)")
+            exit(1)
+        }
+        return ms(Clock.monotonicNanoseconds() - t0)
+    }
+    enum Side { case none, one, direct, old }
+    var sides: [Side] = [.none, .one, .direct]
+    if !baseline.isEmpty { sides.append(.old) }
+    for round in 0..<(rounds + warmup) {
+        let cid = "pxbenchfin\(round)"
+        // Rotate the order every round so no side always follows the same one.
+        let order = (0..<sides.count).map { sides[($0 + round) % sides.count] }
+        for side in order {
+            settle()
+            let add: Double
+            switch side {
+            case .none: add = run(plexusPath, "ADD", cid: cid, finalizer: false); settle(); _ = run(plexusPath, "DEL", cid: cid, finalizer: false)
+            case .one: add = run(plexusPath, "ADD", cid: cid, finalizer: true); settle(); _ = run(plexusPath, "DEL", cid: cid, finalizer: true)
+            case .old: add = run(baseline, "ADD", cid: cid, finalizer: false); settle(); _ = run(baseline, "DEL", cid: cid, finalizer: false)
+            case .direct: add = direct("ADD", cid: cid); settle(); _ = direct("DEL", cid: cid)
+            }
+            guard round >= warmup else { continue }
+            switch side {
+            case .none: fin.none.append(add)
+            case .one: fin.one.append(add)
+            case .direct: fin.direct.append(add)
+            case .old: fin.old.append(add)
+            }
+        }
+    }
+}
+
 /// Peak RSS through GNU time (ru_maxrss of a posix_spawn child also counts the parent's pages before exec).
 @MainActor func peakRSS(_ path: String, env: [String], stdin: [UInt8]) -> String {
     let out = try? Subprocess.run(path: "/usr/bin/time", arguments: ["time", "-f", "%M", path], environment: env, stdin: stdin,
@@ -184,6 +281,21 @@ let rssDel5 = peakRSS(plexusPath, env: podEnv + ["CNI_COMMAND=DEL"], stdin: plex
 cleanup()
 
 print("plexus-bench: \(rounds) interleaved rounds (+\(warmup) warm-up), real netns, Debian reference plugins from \(plugins)")
+if only != "core" {
+    let n = median(fin.none), o = median(fin.one), d = median(fin.direct)
+    print("finalizers (pod: cluster network + 1 network from files, ADD medians)")
+    print("  plexus, no finalizer          \(f(n)) ms")
+    print("  plexus, 1 finalizer           \(f(o)) ms   finalizer overhead \(f(o - n)) ms (paired \(f(median(zip(fin.one, fin.none).map { $0 - $1 }))) ms)")
+    print("  direct delegates + finalizer  \(f(d)) ms   ratio plexus-with-finalizer / direct \(f(o / d))")
+    if !fin.old.isEmpty {
+        let b = median(fin.old)
+        print("  baseline plexus, no finalizer \(f(b)) ms   new - baseline \(f(n - b)) ms (paired \(f(median(zip(fin.none, fin.old).map { $0 - $1 }))) ms)")
+    }
+}
+if only == "finalizers" {
+    cleanup()
+    exit(0)
+}
 print("scenario            plexus ms   direct ms   overhead ms   ratio   paired overhead ms (median of per-round differences)")
 for (name, p, d) in [("ADD 1 network", plexus1.add, direct1.add), ("DEL 1 network", plexus1.del, direct1.del),
                      ("ADD 1+4 networks", plexus5.add, direct5.add), ("DEL 1+4 networks", plexus5.del, direct5.del)] {
