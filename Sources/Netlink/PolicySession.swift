@@ -42,22 +42,22 @@ extension NetlinkSession {
 
     /// The routes of `family` in `table`. The kernel filters dumps only on sockets with NETLINK_GET_STRICT_CHK, so
     /// the whole family is dumped and filtered here.
-    public func routes(family: UInt8, table: UInt32) throws(NetlinkError) -> [TableRoute] {
-        var out: [TableRoute] = []
+    public func routes(family: UInt8, table: UInt32) throws(NetlinkError) -> [Route] {
+        var out: [Route] = []
         for m in try dump({ RouteMessages.dumpRoutes(family: family, seq: $0) }, operation: "dump routes of table \(table)") {
-            if let r = try TableRouteReplies.route(m), r.table == table { out.append(r) }
+            if let r = try RouteReplies.route(m), r.table == table { out.append(r) }
         }
         return out
     }
 
     /// Installs `route` in its table, replacing the route of the same destination there (CREATE|REPLACE).
-    public func replaceRoute(_ route: TableRoute) throws(NetlinkError) {
+    public func replaceRoute(_ route: Route) throws(NetlinkError) {
         try acknowledged({ TableRouteMessages.replace(route, seq: $0) }, operation: "replace route in table \(route.table)")
     }
 
     /// Deletes `route` (as dumped). Returns false when it was gone already (ESRCH).
     @discardableResult
-    public func deleteRoute(_ route: TableRoute) throws(NetlinkError) -> Bool {
+    public func deleteRoute(_ route: Route) throws(NetlinkError) -> Bool {
         do {
             try acknowledged({ TableRouteMessages.delete(route, seq: $0) }, operation: "delete route in table \(route.table)")
             return true

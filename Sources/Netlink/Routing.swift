@@ -49,6 +49,8 @@ public struct Route: Sendable, Equatable {
     public var type: UInt8
     public var outputInterface: Int32?
     public var gateway: [UInt8]?
+    /// RTA_PREFSRC: the source address the route prefers (policy routing sets it on a table's subnet route).
+    public var preferredSource: [UInt8]?
     public var priority: UInt32?
     /// RTA_MULTIPATH next hops (interface, gateway); empty for a single-path route.
     public var nextHops: [(interface: Int32, gateway: [UInt8]?)]
@@ -56,7 +58,9 @@ public struct Route: Sendable, Equatable {
     public init(family: UInt8, destinationLength: UInt8 = 0, destination: [UInt8] = [], tos: UInt8 = 0,
                 table: UInt32 = NL.RT_TABLE_MAIN, protocolID: UInt8 = NL.RTPROT_STATIC, scope: UInt8 = NL.RT_SCOPE_UNIVERSE,
                 type: UInt8 = NL.RTN_UNICAST, outputInterface: Int32? = nil, gateway: [UInt8]? = nil,
-                priority: UInt32? = nil, nextHops: [(interface: Int32, gateway: [UInt8]?)] = []) {
+                preferredSource: [UInt8]? = nil, priority: UInt32? = nil,
+                nextHops: [(interface: Int32, gateway: [UInt8]?)] = []) {
+        self.preferredSource = preferredSource
         self.family = family
         self.destinationLength = destinationLength
         self.destination = destination
@@ -71,6 +75,9 @@ public struct Route: Sendable, Equatable {
         self.nextHops = nextHops
     }
 
+    /// Whether the route has RTA_MULTIPATH next hops (then `outputInterface`/`gateway` say nothing).
+    public var isMultipath: Bool { !nextHops.isEmpty }
+
     /// A main-table unicast default route (what "the pod's default route" means).
     public var isMainDefault: Bool { destinationLength == 0 && table == NL.RT_TABLE_MAIN && type == NL.RTN_UNICAST }
 
@@ -83,7 +90,7 @@ public struct Route: Sendable, Equatable {
         a.family == b.family && a.destinationLength == b.destinationLength && a.destination == b.destination
             && a.tos == b.tos && a.table == b.table && a.protocolID == b.protocolID && a.scope == b.scope
             && a.type == b.type && a.outputInterface == b.outputInterface && a.gateway == b.gateway
-            && a.priority == b.priority && a.nextHops.map(\.interface) == b.nextHops.map(\.interface)
+            && a.preferredSource == b.preferredSource && a.priority == b.priority && a.nextHops.map(\.interface) == b.nextHops.map(\.interface)
             && a.nextHops.map(\.gateway) == b.nextHops.map(\.gateway)
     }
 }
@@ -194,6 +201,7 @@ public enum RouteReplies {
             case NL.RTA_DST: r.destination = a.payload
             case NL.RTA_OIF: r.outputInterface = a.u32.map { Int32(bitPattern: $0) }
             case NL.RTA_GATEWAY: r.gateway = a.payload
+            case FIB.RTA_PREFSRC: r.preferredSource = a.payload
             case NL.RTA_PRIORITY: r.priority = a.u32
             case NL.RTA_TABLE: if let t = a.u32 { r.table = t }
             case NL.RTA_MULTIPATH: r.nextHops = try nextHops(a.payload[...])

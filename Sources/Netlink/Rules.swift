@@ -91,48 +91,6 @@ public struct Rule: Sendable, Equatable {
     }
 }
 
-/// A route of one routing table with the attributes source-based routing sets: destination prefix, output
-/// interface, gateway and preferred source (RTA_PREFSRC), scope. `Route` (Routing.swift) serves the main table's
-/// default routes; this one keeps the preferred source and the exact table.
-public struct TableRoute: Sendable, Equatable {
-    public var family: UInt8
-    public var destinationLength: UInt8
-    /// RTA_DST: 4 or 16 bytes, empty for a default route.
-    public var destination: [UInt8]
-    public var tos: UInt8
-    /// RTA_TABLE when present, else the header byte.
-    public var table: UInt32
-    public var protocolID: UInt8
-    public var scope: UInt8
-    public var type: UInt8
-    public var outputInterface: Int32?
-    public var gateway: [UInt8]?
-    public var preferredSource: [UInt8]?
-    /// RTA_PRIORITY (the metric; IPv6 routes get 1024 when added without one).
-    public var priority: UInt32?
-    /// Whether the route has RTA_MULTIPATH next hops (then `outputInterface`/`gateway` say nothing).
-    public var isMultipath: Bool
-
-    public init(family: UInt8, destinationLength: UInt8 = 0, destination: [UInt8] = [], tos: UInt8 = 0, table: UInt32,
-                protocolID: UInt8 = NL.RTPROT_STATIC, scope: UInt8 = NL.RT_SCOPE_UNIVERSE, type: UInt8 = NL.RTN_UNICAST,
-                outputInterface: Int32? = nil, gateway: [UInt8]? = nil, preferredSource: [UInt8]? = nil,
-                priority: UInt32? = nil, isMultipath: Bool = false) {
-        self.family = family
-        self.destinationLength = destinationLength
-        self.destination = destination
-        self.tos = tos
-        self.table = table
-        self.protocolID = protocolID
-        self.scope = scope
-        self.type = type
-        self.outputInterface = outputInterface
-        self.gateway = gateway
-        self.preferredSource = preferredSource
-        self.priority = priority
-        self.isMultipath = isMultipath
-    }
-}
-
 /// FIB rule request builders. `seq` is the caller's sequence number.
 public enum RuleMessages {
     /// RTM_GETRULE dump of every rule of `family` (AF_UNSPEC: every family).
@@ -195,14 +153,14 @@ public enum RuleReplies {
 
 /// Request builders for routes of a given table. `seq` is the caller's sequence number.
 public enum TableRouteMessages {
-    static func rtmsg(_ r: TableRoute, scope: UInt8) -> [UInt8] {
+    static func rtmsg(_ r: Route, scope: UInt8) -> [UInt8] {
         // struct rtmsg (12 B): family, dst_len, src_len, tos, table, protocol, scope, type, flags (u32).
         [r.family, r.destinationLength, 0, r.tos, FIB.headerTable(r.table), r.protocolID, scope, r.type, 0, 0, 0, 0]
     }
 
     /// RTM_NEWROUTE with CREATE|REPLACE: installs `route` in its table, replacing the route of the same
     /// destination (and tos and metric) there, so a repeated request changes nothing.
-    public static func replace(_ route: TableRoute, seq: UInt32) -> NetlinkMessage {
+    public static func replace(_ route: Route, seq: UInt32) -> NetlinkMessage {
         var attrs: [NetlinkAttribute] = [.u32(NL.RTA_TABLE, route.table)]
         if route.destinationLength > 0 { attrs.append(NetlinkAttribute(type: NL.RTA_DST, payload: route.destination)) }
         if let s = route.preferredSource { attrs.append(NetlinkAttribute(type: FIB.RTA_PREFSRC, payload: s)) }
@@ -215,7 +173,7 @@ public enum TableRouteMessages {
 
     /// RTM_DELROUTE of `route` as it was dumped: its table, destination, metric, gateway and interface, any scope.
     /// ESRCH when no such route exists.
-    public static func delete(_ route: TableRoute, seq: UInt32) -> NetlinkMessage {
+    public static func delete(_ route: Route, seq: UInt32) -> NetlinkMessage {
         var attrs: [NetlinkAttribute] = [.u32(NL.RTA_TABLE, route.table)]
         if route.destinationLength > 0 { attrs.append(NetlinkAttribute(type: NL.RTA_DST, payload: route.destination)) }
         if let p = route.priority { attrs.append(.u32(NL.RTA_PRIORITY, p)) }
@@ -223,31 +181,5 @@ public enum TableRouteMessages {
         if let o = route.outputInterface { attrs.append(.u32(NL.RTA_OIF, UInt32(bitPattern: o))) }
         return NetlinkMessage(type: NL.RTM_DELROUTE, flags: NL.NLM_F_REQUEST | NL.NLM_F_ACK, seq: seq,
                               fixed: rtmsg(route, scope: NL.RT_SCOPE_NOWHERE), attributes: attrs)
-    }
-}
-
-/// Route reply parser keeping the table and preferred source.
-public enum TableRouteReplies {
-    /// The route of an RTM_NEWROUTE message; nil for other message types.
-    public static func route(_ m: NetlinkMessage) throws(NetlinkError) -> TableRoute? {
-        guard m.type == NL.RTM_NEWROUTE else { return nil }
-        let p = m.payload[...]
-        guard p.count >= 12 else { throw NetlinkError(operation: "parse RTM_NEWROUTE", detail: "\(m.payload.count)-byte payload") }
-        let s = p.startIndex
-        var r = TableRoute(family: p[s], destinationLength: p[s + 1], tos: p[s + 3], table: UInt32(p[s + 4]),
-                           protocolID: p[s + 5], scope: p[s + 6], type: p[s + 7])
-        for a in try NetlinkAttribute.parseAll(p.dropFirst(12)) {
-            switch a.type {
-            case NL.RTA_DST: r.destination = a.payload
-            case NL.RTA_OIF: r.outputInterface = a.u32.map { Int32(bitPattern: $0) }
-            case NL.RTA_GATEWAY: r.gateway = a.payload
-            case FIB.RTA_PREFSRC: r.preferredSource = a.payload
-            case NL.RTA_PRIORITY: r.priority = a.u32
-            case NL.RTA_TABLE: if let t = a.u32 { r.table = t }
-            case NL.RTA_MULTIPATH: r.isMultipath = true
-            default: break
-            }
-        }
-        return r
     }
 }

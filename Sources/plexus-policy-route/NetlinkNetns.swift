@@ -74,11 +74,11 @@ final class NetlinkPolicySession: PolicyNetnsSession {
     }
 
     func routes(family: InetFamily) throws(CNIError) -> [ObservedRoute] {
-        var routes: [TableRoute] = []
+        var routes: [Route] = []
         do {
             for m in try session.dump({ RouteMessages.dumpRoutes(family: NetlinkPolicySession.family(family), seq: $0) },
                                       operation: "dump routes") {
-                if let r = try TableRouteReplies.route(m) { routes.append(r) }
+                if let r = try RouteReplies.route(m) { routes.append(r) }
             }
         } catch {
             throw CNIError(.ioFailure, "cannot list the pod's \(family) routes", details: error.description)
@@ -113,7 +113,7 @@ final class NetlinkPolicySession: PolicyNetnsSession {
     }
 
     func replaceRoute(_ route: PlannedRoute, interfaceIndex: Int32) throws(CNIError) {
-        let r = TableRoute(family: NetlinkPolicySession.family(route.family), destinationLength: UInt8(route.destination.length),
+        let r = Route(family: NetlinkPolicySession.family(route.family), destinationLength: UInt8(route.destination.length),
                            destination: route.isDefault ? [] : route.destination.address.bytes, table: route.table,
                            scope: route.scope == .link ? NL.RT_SCOPE_LINK : NL.RT_SCOPE_UNIVERSE,
                            outputInterface: interfaceIndex, gateway: route.gateway?.bytes,
@@ -124,7 +124,7 @@ final class NetlinkPolicySession: PolicyNetnsSession {
     }
 
     func deleteRoute(_ route: ObservedRoute) throws(CNIError) {
-        let r = TableRoute(family: NetlinkPolicySession.family(route.destination.family),
+        let r = Route(family: NetlinkPolicySession.family(route.destination.family),
                            destinationLength: UInt8(route.destination.length),
                            destination: route.destination.length == 0 ? [] : route.destination.address.bytes,
                            tos: route.tos, table: route.table, protocolID: route.protocolID, scope: route.scope,

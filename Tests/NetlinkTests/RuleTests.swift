@@ -102,7 +102,7 @@ let fd31_16_0: [UInt8] = [0xfd, 0x31, 0, 0x16] + [UInt8](repeating: 0, count: 12
 
 @Suite struct TableRouteRequestGoldenTests {
     @Test func replaceSubnetRoute() {
-        let r = TableRoute(family: NL.AF_INET, destinationLength: 24, destination: [10, 231, 161, 0], table: 100,
+        let r = Route(family: NL.AF_INET, destinationLength: 24, destination: [10, 231, 161, 0], table: 100,
                            scope: NL.RT_SCOPE_LINK, outputInterface: 3, preferredSource: [10, 231, 161, 5])
         #expect(hexString(TableRouteMessages.replace(r, seq: 8).encoded()) == [
             "3c000000", "1800", "0505", "08000000", "00000000",  // len 60, RTM_NEWROUTE, REQUEST|ACK|REPLACE|CREATE
@@ -115,20 +115,20 @@ let fd31_16_0: [UInt8] = [0xfd, 0x31, 0, 0x16] + [UInt8](repeating: 0, count: 12
     }
 
     @Test func replaceDefaultRoute() {
-        let r = TableRoute(family: NL.AF_INET, table: 100, outputInterface: 3, gateway: [10, 231, 161, 1])
+        let r = Route(family: NL.AF_INET, table: 100, outputInterface: 3, gateway: [10, 231, 161, 1])
         #expect(hexString(TableRouteMessages.replace(r, seq: 9).encoded())
                     == "34000000" + "1800" + "0505" + "09000000" + "00000000" + "02000000" + "64040001" + "00000000"
                     + "08000f0064000000" + "080005000ae7a101" + "0800040003000000")
     }
 
     @Test func replaceIPv6RoutesInALargeTable() {
-        let subnet = TableRoute(family: NL.AF_INET6, destinationLength: 64, destination: fd31_16_0, table: 100_000,
+        let subnet = Route(family: NL.AF_INET6, destinationLength: 64, destination: fd31_16_0, table: 100_000,
                                 scope: NL.RT_SCOPE_LINK, outputInterface: 3, preferredSource: fd31_16_5)
         #expect(hexString(TableRouteMessages.replace(subnet, seq: 10).encoded())
                     == "54000000" + "1800" + "0505" + "0a000000" + "00000000" + "0a400000" + "0004fd01" + "00000000"
                     + "08000f00a0860100" + "14000100fd310016000000000000000000000000" + "14000700fd310016000000000000000000000005"
                     + "0800040003000000")
-        let def = TableRoute(family: NL.AF_INET6, table: 100_000, outputInterface: 3, gateway: fd31_16_1)
+        let def = Route(family: NL.AF_INET6, table: 100_000, outputInterface: 3, gateway: fd31_16_1)
         #expect(hexString(TableRouteMessages.replace(def, seq: 11).encoded())
                     == "40000000" + "1800" + "0505" + "0b000000" + "00000000" + "0a000000" + "00040001" + "00000000"
                     + "08000f00a0860100" + "14000500fd310016000000000000000000000001" + "0800040003000000")
@@ -136,11 +136,11 @@ let fd31_16_0: [UInt8] = [0xfd, 0x31, 0, 0x16] + [UInt8](repeating: 0, count: 12
 
     /// Deleting routes exactly as they were dumped (`CapturedRules.ipv4RouteDump[1]`, `ipv6RouteDumpHead[1]`).
     @Test func deleteAsDumped() throws {
-        let v4 = try #require(try TableRouteReplies.route(try NetlinkMessage.parse(datagram: CapturedRules.ipv4RouteDump)[1]))
+        let v4 = try #require(try RouteReplies.route(try NetlinkMessage.parse(datagram: CapturedRules.ipv4RouteDump)[1]))
         #expect(hexString(TableRouteMessages.delete(v4, seq: 16).encoded())
                     == "34000000" + "1900" + "0500" + "10000000" + "00000000" + "02180000" + "6404ff01" + "00000000"
                     + "08000f0064000000" + "080001000ae7a100" + "0800040003000000")
-        let v6 = try #require(try TableRouteReplies.route(try NetlinkMessage.parse(datagram: CapturedRules.ipv6RouteDumpHead)[1]))
+        let v6 = try #require(try RouteReplies.route(try NetlinkMessage.parse(datagram: CapturedRules.ipv6RouteDumpHead)[1]))
         // The dump's header byte is 252; the request's is 0 (RT_TABLE_UNSPEC) with RTA_TABLE, as for any large table.
         #expect(hexString(TableRouteMessages.delete(v6, seq: 17).encoded())
                     == "48000000" + "1900" + "0500" + "11000000" + "00000000" + "0a000000" + "0004ff01" + "00000000"
@@ -223,24 +223,24 @@ let fd31_16_0: [UInt8] = [0xfd, 0x31, 0, 0x16] + [UInt8](repeating: 0, count: 12
             try RuleReplies.rule(NetlinkMessage(type: FIB.RTM_NEWRULE, flags: 0, seq: 1, payload: hex("020020006400000100000000 4000 0200 0ae7a005")))
         }
         #expect(throws: NetlinkError.self) {
-            try TableRouteReplies.route(NetlinkMessage(type: NL.RTM_NEWROUTE, flags: 0, seq: 1, payload: [2, 24]))
+            try RouteReplies.route(NetlinkMessage(type: NL.RTM_NEWROUTE, flags: 0, seq: 1, payload: [2, 24]))
         }
         #expect(throws: NetlinkError.self) {
-            try TableRouteReplies.route(NetlinkMessage(type: NL.RTM_NEWROUTE, flags: 0, seq: 1, payload: hex("021800006404fd0100000000 0000 0700")))
+            try RouteReplies.route(NetlinkMessage(type: NL.RTM_NEWROUTE, flags: 0, seq: 1, payload: hex("021800006404fd0100000000 0000 0700")))
         }
         #expect(try RuleReplies.rule(NetlinkMessage(type: NL.RTM_NEWROUTE, flags: 0, seq: 1, payload: [])) == nil)
-        #expect(try TableRouteReplies.route(NetlinkMessage(type: FIB.RTM_NEWRULE, flags: 0, seq: 1, payload: [])) == nil)
+        #expect(try RouteReplies.route(NetlinkMessage(type: FIB.RTM_NEWRULE, flags: 0, seq: 1, payload: [])) == nil)
     }
 }
 
 @Suite struct TableRouteReplyParsingTests {
     @Test func ipv4() throws {
         let routes = try NetlinkMessage.parse(datagram: CapturedRules.ipv4RouteDump).compactMap { m throws(NetlinkError) in
-            try TableRouteReplies.route(m)
+            try RouteReplies.route(m)
         }
         #expect(routes.count == 8)
-        #expect(routes[0] == TableRoute(family: NL.AF_INET, table: 100, outputInterface: 3, gateway: [10, 231, 161, 1]))
-        #expect(routes[1] == TableRoute(family: NL.AF_INET, destinationLength: 24, destination: [10, 231, 161, 0], table: 100,
+        #expect(routes[0] == Route(family: NL.AF_INET, table: 100, outputInterface: 3, gateway: [10, 231, 161, 1]))
+        #expect(routes[1] == Route(family: NL.AF_INET, destinationLength: 24, destination: [10, 231, 161, 0], table: 100,
                                         scope: NL.RT_SCOPE_LINK, outputInterface: 3, preferredSource: [10, 231, 161, 5]))
         #expect(routes[2].table == NL.RT_TABLE_MAIN && routes[2].protocolID == 2)
         #expect(routes.filter { $0.table == 100 }.count == 2)
@@ -248,12 +248,12 @@ let fd31_16_0: [UInt8] = [0xfd, 0x31, 0, 0x16] + [UInt8](repeating: 0, count: 12
 
     @Test func ipv6InALargeTable() throws {
         let routes = try NetlinkMessage.parse(datagram: CapturedRules.ipv6RouteDumpHead).compactMap { m throws(NetlinkError) in
-            try TableRouteReplies.route(m)
+            try RouteReplies.route(m)
         }
         #expect(routes == [
-            TableRoute(family: NL.AF_INET6, destinationLength: 64, destination: fd31_16_0, table: 100_000, outputInterface: 3,
+            Route(family: NL.AF_INET6, destinationLength: 64, destination: fd31_16_0, table: 100_000, outputInterface: 3,
                        preferredSource: fd31_16_5, priority: 1024),
-            TableRoute(family: NL.AF_INET6, table: 100_000, outputInterface: 3, gateway: fd31_16_1, priority: 1024),
+            Route(family: NL.AF_INET6, table: 100_000, outputInterface: 3, gateway: fd31_16_1, priority: 1024),
         ])
     }
 }
@@ -304,7 +304,7 @@ let fd31_16_0: [UInt8] = [0xfd, 0x31, 0, 0x16] + [UInt8](repeating: 0, count: 12
         ])
         let n = session(s)
         let rule = Rule(family: NL.AF_INET6, sourceLength: 128, source: fd31_16_5, table: 100_000, priority: 1001)
-        let route = TableRoute(family: NL.AF_INET, table: 100, outputInterface: 3, gateway: [10, 231, 161, 1])
+        let route = Route(family: NL.AF_INET, table: 100, outputInterface: 3, gateway: [10, 231, 161, 1])
         #expect(try n.deleteRule(rule) == false)
         #expect(try n.deleteRoute(route) == false)
         #expect(try n.deleteRoute(route) == true)
@@ -322,7 +322,7 @@ let fd31_16_0: [UInt8] = [0xfd, 0x31, 0, 0x16] + [UInt8](repeating: 0, count: 12
 
     @Test func replaceRouteFailureCarriesTheKernelError() {
         let s = ScriptedSocket([(NL.RTM_NEWROUTE, { seq in [ack(seq, errno: 22)] })])
-        let r = TableRoute(family: NL.AF_INET, destinationLength: 24, destination: [10, 231, 161, 0], table: 100,
+        let r = Route(family: NL.AF_INET, destinationLength: 24, destination: [10, 231, 161, 0], table: 100,
                            scope: NL.RT_SCOPE_LINK, outputInterface: 3, preferredSource: [10, 231, 162, 5])
         do {
             try session(s).replaceRoute(r)

@@ -188,15 +188,16 @@ def sweep_prefix(prefix):
     return removed
 
 
-def register_run():
-    os.makedirs(RUNS_DIR, exist_ok=True)
-    with open(os.path.join(RUNS_DIR, RUN_TAG + ".json"), "w") as f:
-        json.dump({"pid": os.getpid(), "prefix": NAME_PREFIX}, f)
+def register_run(runs_dir=RUNS_DIR, tag=RUN_TAG, prefix=NAME_PREFIX):
+    """Records this process as the owner of names ``prefix*`` (another suite passes its own directory and tag)."""
+    os.makedirs(runs_dir, exist_ok=True)
+    with open(os.path.join(runs_dir, tag + ".json"), "w") as f:
+        json.dump({"pid": os.getpid(), "prefix": prefix}, f)
 
 
-def unregister_run():
+def unregister_run(runs_dir=RUNS_DIR, tag=RUN_TAG):
     try:
-        os.unlink(os.path.join(RUNS_DIR, RUN_TAG + ".json"))
+        os.unlink(os.path.join(runs_dir, tag + ".json"))
     except FileNotFoundError:
         pass
 
@@ -211,18 +212,20 @@ def _alive(pid):
         return True
 
 
-def sweep_stale_runs():
-    """Removes netns/links of earlier runs of this suite whose pytest process is gone."""
+def sweep_stale_runs(runs_dir=RUNS_DIR, tag=RUN_TAG, family="pxt", remove=None):
+    """Removes netns/links of earlier runs of this suite whose pytest process is gone: ``remove(family + tag)``
+    (default ``sweep_prefix``) for each such run registered in ``runs_dir``."""
+    remove = remove or sweep_prefix
     removed = []
     try:
-        names = os.listdir(RUNS_DIR)
+        names = os.listdir(runs_dir)
     except FileNotFoundError:
         return removed
     for fn in names:
         m = re.match(r"^([0-9a-f]{4})\.json$", fn)
-        if not m or m.group(1) == RUN_TAG:
+        if not m or m.group(1) == tag:
             continue
-        path = os.path.join(RUNS_DIR, fn)
+        path = os.path.join(runs_dir, fn)
         try:
             with open(path) as f:
                 info = json.load(f)
@@ -230,7 +233,7 @@ def sweep_stale_runs():
             info = {}
         if info.get("pid") and _alive(int(info["pid"])):
             continue
-        removed += sweep_prefix("pxt" + m.group(1))
+        removed += remove(family + m.group(1)) or []
         try:
             os.unlink(path)
         except FileNotFoundError:

@@ -21,6 +21,7 @@ import re
 import subprocess
 import sys
 
+from testenv.lib import netns as nl
 from testenv.lib import plexus as px
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -140,26 +141,11 @@ def link_exists(name, ns=None):
 # ----------------------------------------------------------------------------------------------------------------
 
 def register():
-    os.makedirs(RUNS_DIR, exist_ok=True)
-    with open(os.path.join(RUNS_DIR, TAG + ".json"), "w") as f:
-        json.dump({"pid": os.getpid(), "prefix": PREFIX}, f)
+    nl.register_run(RUNS_DIR, TAG, PREFIX)
 
 
 def unregister():
-    try:
-        os.unlink(os.path.join(RUNS_DIR, TAG + ".json"))
-    except FileNotFoundError:
-        pass
-
-
-def _alive(pid):
-    try:
-        os.kill(pid, 0)
-        return True
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
+    nl.unregister_run(RUNS_DIR, TAG)
 
 
 def remove_prefix(prefix):
@@ -179,27 +165,7 @@ def remove_prefix(prefix):
 
 def sweep():
     """Removes the leftovers of earlier runs whose process is gone."""
-    try:
-        files = os.listdir(RUNS_DIR)
-    except FileNotFoundError:
-        return
-    for fn in files:
-        m = re.match(r"^([0-9a-f]{4})\.json$", fn)
-        if not m or m.group(1) == TAG:
-            continue
-        path = os.path.join(RUNS_DIR, fn)
-        try:
-            with open(path) as f:
-                pid = int(json.load(f).get("pid", 0))
-        except (OSError, ValueError):
-            pid = 0
-        if pid and _alive(pid):
-            continue
-        remove_prefix("pxpr" + m.group(1))
-        try:
-            os.unlink(path)
-        except FileNotFoundError:
-            pass
+    nl.sweep_stale_runs(RUNS_DIR, TAG, "pxpr", remove_prefix)
 
 
 # ----------------------------------------------------------------------------------------------------------------

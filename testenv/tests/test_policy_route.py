@@ -35,9 +35,9 @@ def pr_session():
     pr.unregister()
 
 
-@pytest.fixture
-def topo(pr_session, tmp_path):
-    t = pr.Topology(tmp_path / "host-local")
+def built_topology(tmp_path, **kw):
+    """A built Topology, removed afterwards even when the test fails; checks nothing is left."""
+    t = pr.Topology(tmp_path / "host-local", **kw)
     try:
         t.build()
         yield t
@@ -46,6 +46,11 @@ def topo(pr_session, tmp_path):
         if errors:
             sys.stderr.write("pxpr cleanup errors: %s\n" % errors)
     assert not os.path.exists(pr.netns_path(t.pod)) and not pr.link_exists(t.bridge_a) and not pr.link_exists(t.bridge_b)
+
+
+@pytest.fixture
+def topo(pr_session, tmp_path):
+    yield from built_topology(tmp_path)
 
 
 def planned_state(topo):
@@ -224,14 +229,7 @@ def test_version(pr_session):
 
 @pytest.fixture
 def topo6(pr_session, tmp_path):
-    t = pr.Topology(tmp_path / "host-local", dual_stack=True)
-    try:
-        t.build()
-        yield t
-    finally:
-        errors = t.cleanup()
-        if errors:
-            sys.stderr.write("pxpr cleanup errors: %s\n" % errors)
+    yield from built_topology(tmp_path, dual_stack=True)
 
 
 def test_dual_stack_secondary_interface(topo6):
