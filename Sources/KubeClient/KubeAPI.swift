@@ -17,6 +17,15 @@ public protocol KubeAPI {
     /// a concurrent change a 409 conflict). The fallback for roles that grant `update` but not `patch` on
     /// `pods/status` (Multus' ClusterRole).
     func replacePodStatus(namespace: String, name: String, pod: JSON) throws(KubeError) -> JSON
+    /// `GET /apis/resource.k8s.io/v1/namespaces/{ns}/resourceclaims/{name}` (needs `get` on resourceclaims).
+    func getResourceClaim(namespace: String, name: String) throws(KubeError) -> JSON
+    /// `GET /apis/resource.k8s.io/v1/resourceslices?fieldSelector=spec.driver=…[,spec.nodeName=…]`: the driver's
+    /// slices of one node (all nodes when `nodeName` is nil). Needs `list` on resourceslices.
+    func listResourceSlices(driver: String, nodeName: String?) throws(KubeError) -> JSON
+    /// Server-side apply of `body` (a ResourceClaim with only the fields `fieldManager` owns) on the claim's `status`
+    /// subresource, without `force`: fields other managers own are never taken over (a conflict is a 409). Needs
+    /// `patch` on resourceclaims/status.
+    func applyResourceClaimStatus(namespace: String, name: String, body: JSON, fieldManager: String) throws(KubeError) -> JSON
     /// Moves the overall deadline (absolute monotonic nanoseconds): each phase of an ADD gets its own budget.
     func setDeadline(_ deadline: Int64)
     /// `POST /api/v1/namespaces/{ns}/events` about a pod (e.g. `AddedInterface`). Best effort: one attempt.
@@ -113,6 +122,27 @@ public final class KubeHTTPClient: KubeAPI {
         let path = try KubePaths.pod(namespace: namespace, name: name, operation: op) + "/status"
         return try request(op, method: "PUT", path: path, body: pod.serializedBytes(),
                            contentType: "application/json", expectKind: "Pod")
+    }
+
+    public func getResourceClaim(namespace: String, name: String) throws(KubeError) -> JSON {
+        let op = "get resourceclaim \(namespace)/\(name)"
+        let path = try KubePaths.resourceClaim(namespace: namespace, name: name, operation: op)
+        return try request(op, method: "GET", path: path, expectKind: "ResourceClaim")
+    }
+
+    public func listResourceSlices(driver: String, nodeName: String?) throws(KubeError) -> JSON {
+        let op = "list resourceslices of driver \(driver)"
+        let path = try KubePaths.resourceSlices(driver: driver, nodeName: nodeName, operation: op)
+        return try request(op, method: "GET", path: path, expectKind: "ResourceSliceList")
+    }
+
+    public func applyResourceClaimStatus(namespace: String, name: String, body: JSON, fieldManager: String) throws(KubeError) -> JSON {
+        let op = "apply resourceclaim status \(namespace)/\(name)"
+        let path = try KubePaths.resourceClaim(namespace: namespace, name: name, operation: op)
+            + "/status?fieldManager=" + KubePaths.escape(fieldManager)
+        // JSON is YAML: the apply body needs no YAML encoder.
+        return try request(op, method: "PATCH", path: path, body: body.serializedBytes(),
+                           contentType: "application/apply-patch+yaml", expectKind: "ResourceClaim")
     }
 
     public func setDeadline(_ deadline: Int64) { self.deadline = deadline }
@@ -331,6 +361,24 @@ public enum KubePaths {
         try checkNamespace(namespace, operation)
         try checkName(name, "network-attachment-definition", operation)
         return "/apis/k8s.cni.cncf.io/v1/namespaces/\(escape(namespace))/network-attachment-definitions/\(escape(name))"
+    }
+
+    public static func resourceClaim(namespace: String, name: String, operation: String) throws(KubeError) -> String {
+        try checkNamespace(namespace, operation)
+        try checkName(name, "resourceclaim", operation)
+        return "/apis/resource.k8s.io/v1/namespaces/\(escape(namespace))/resourceclaims/\(escape(name))"
+    }
+
+    /// Driver names are DNS-1123 subdomains and node names too, so the selector values need no further escaping
+    /// beyond percent-encoding.
+    public static func resourceSlices(driver: String, nodeName: String?, operation: String) throws(KubeError) -> String {
+        try checkName(driver, "DRA driver", operation)
+        var selector = "spec.driver=" + driver
+        if let nodeName {
+            try checkName(nodeName, "node", operation)
+            selector += ",spec.nodeName=" + nodeName
+        }
+        return "/apis/resource.k8s.io/v1/resourceslices?fieldSelector=" + escape(selector)
     }
 
     public static func events(namespace: String, podName: String, operation: String) throws(KubeError) -> String {

@@ -36,11 +36,14 @@ public struct PlannedNetwork: Sendable, Equatable {
     public var ifnameGenerated: Bool
     /// The `auxiliaryCNIChainName` chain: it creates no interface of its own, so network-status leaves it out.
     public var isAuxiliary: Bool
+    /// The DRA device this network got (claim, allocated device), when it came from a ResourceClaim.
+    public var claimDevice: ClaimDeviceRecord?
 
     public init(list: NetworkConfigList, ifname: String, capabilityArgs: JSONObject = JSONObject(),
                 displayName: String? = nil, isDefault: Bool = false, resourceName: String? = nil, defaultRoute: [String]? = nil,
-                ifnameGenerated: Bool = false, isAuxiliary: Bool = false) {
+                ifnameGenerated: Bool = false, isAuxiliary: Bool = false, claimDevice: ClaimDeviceRecord? = nil) {
         self.isAuxiliary = isAuxiliary
+        self.claimDevice = claimDevice
         self.list = list
         self.ifname = ifname
         self.capabilityArgs = capabilityArgs
@@ -104,6 +107,7 @@ public struct AttachmentRecord: Sendable, Equatable {
             no["display"] = .string(n.displayName)
             if n.isDefault { no["default"] = .bool(true) }
             if n.isAuxiliary { no["auxiliary"] = .bool(true) }
+            if let c = n.claimDevice { no["claimDevice"] = c.json }
             if let r = n.resourceName { no["resourceName"] = .string(r) }
             if let d = n.defaultRoute { no["defaultRoute"] = .array(d.map { .string($0) }) }
             if !n.capabilityArgs.isEmpty { no["capabilityArgs"] = .object(n.capabilityArgs) }
@@ -140,7 +144,8 @@ public struct AttachmentRecord: Sendable, Equatable {
                 displayName: n["display"]?.stringValue, isDefault: n["default"]?.boolValue ?? false,
                 resourceName: n["resourceName"]?.stringValue,
                 defaultRoute: n["defaultRoute"]?.arrayValue?.compactMap(\.stringValue),
-                isAuxiliary: n["auxiliary"]?.boolValue ?? false))
+                isAuxiliary: n["auxiliary"]?.boolValue ?? false,
+                claimDevice: n["claimDevice"].flatMap(ClaimDeviceRecord.init(json:))))
         }
         networks = planned
         var finals: [NetworkConfigList] = []

@@ -109,11 +109,24 @@ extension Plexus {
         guard let pod = invocation.pod else {
             throw CNIError(.invalidEnvironment, "networks \(names) need device-plugin devices, but CNI_ARGS names no pod (K8S_POD_NAMESPACE, K8S_POD_NAME)")
         }
-        guard let deviceSource else {
-            throw CNIError(.internalError, "networks \(names) need device-plugin devices, but this build of Plexus cannot read them")
+        let resources = Set(wanting.compactMap(\.resourceName))
+        // DRA first: resources the pod's claims provide are not asked of the kubelet; the rest are.
+        let claimDevices: [DRA.NetworkDevice]
+        do { claimDevices = try claimSource?.networkDevices(resources: resources) ?? [] } catch {
+            throw error.prefixed("devices for networks \(names)")
         }
-        let devices = try deviceSource.devices(pod: pod, podUID: invocation.cniArgs["K8S_POD_UID"],
-                                               resources: Set(wanting.compactMap(\.resourceName)))
+        var claimByDevice: [String: DRA.NetworkDevice] = [:]
+        for d in claimDevices { claimByDevice[d.resourceName + "\u{0}" + d.deviceID] = d }
+        let fromPlugins = resources.subtracting(claimDevices.map(\.resourceName))
+        var pairs = claimDevices.map { (resourceName: $0.resourceName, deviceIDs: [$0.deviceID]) }
+        if !fromPlugins.isEmpty {
+            guard let deviceSource else {
+                throw CNIError(.internalError, "networks \(names) need device-plugin devices, but this build of Plexus cannot read them")
+            }
+            let plugin = try deviceSource.devices(pod: pod, podUID: invocation.cniArgs["K8S_POD_UID"], resources: fromPlugins)
+            for r in plugin.resourceNames where fromPlugins.contains(r) { pairs.append((r, plugin.deviceIDs(for: r))) }
+        }
+        let devices = PodDevices(pairs)
         let requests = wanting.map { DeviceRequest(networkKey: $0.deviceKey, resourceName: $0.resourceName ?? "") }
         let picks: [DevicePick]
         do { picks = try DevicePicker.pick(requests, from: devices, recorded: recorded) } catch {
@@ -132,9 +145,14 @@ extension Plexus {
             do { file = try deviceInfoPaths.cniFilePath(networkName: n.displayName, containerID: invocation.containerID, ifName: n.ifname) } catch {
                 throw CNIError(.invalidNetworkConfig, "network \"\(n.displayName)\": no device-info file name", details: error.description)
             }
-            out.append(try Plexus.injecting(deviceID: id, infoFile: file, into: n))
+            var assigned = try Plexus.injecting(deviceID: id, infoFile: file, into: n)
+            if let claimed = claimByDevice[(n.resourceName ?? "") + "\u{0}" + id] {
+                assigned.claimDevice = ClaimDeviceRecord(device: claimed, published: config.draPublishNetworkData)
+            }
+            out.append(assigned)
             logger.info("device assigned", [("network", n.displayName), ("ifname", n.ifname),
-                                            ("resource", n.resourceName ?? ""), ("deviceID", id)])
+                                            ("resource", n.resourceName ?? ""), ("deviceID", id),
+                                            ("claim", assigned.claimDevice.map { "\($0.device.claim.namespace)/\($0.device.claim.name)" } ?? "")])
         }
         return out
     }

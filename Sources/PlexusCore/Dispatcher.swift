@@ -21,6 +21,10 @@ public struct PlexusServices {
     /// Device-plugin allocations (kubelet PodResources / checkpoint); built per invocation, used only when a planned
     /// network has a `resourceName`.
     public var makeDeviceSource: (PlexusConfig, Logger) -> (any DeviceSource)?
+    /// DRA devices (ResourceClaims) for ADDs with a `resourceName` network.
+    public var makeClaimSource: (PlexusConfig, CNIInvocation, Logger) -> (any ClaimDeviceSource)?
+    /// The writer of claims' networkData; built only when an ADD or DEL has something to write.
+    public var makeClaimPublisher: (PlexusConfig, CNIInvocation, Logger) -> (any ClaimStatusPublisher)?
     public var logger: Logger
 
     public init(makeExecutor: @escaping (PlexusConfig) -> any PluginExecutor,
@@ -28,7 +32,11 @@ public struct PlexusServices {
                 makeReporter: @escaping (PlexusConfig, CNIInvocation, Logger) -> (any AttachmentReporter)? = { _, _, _ in nil },
                 interfaceLister: (any InterfaceLister)? = nil, routing: (any NetnsRouting)? = nil,
                 makeDeviceSource: @escaping (PlexusConfig, Logger) -> (any DeviceSource)? = { c, l in KubeletDeviceSource(config: c, logger: l) },
+                makeClaimSource: @escaping (PlexusConfig, CNIInvocation, Logger) -> (any ClaimDeviceSource)? = { _, _, _ in nil },
+                makeClaimPublisher: @escaping (PlexusConfig, CNIInvocation, Logger) -> (any ClaimStatusPublisher)? = { _, _, _ in nil },
                 logger: Logger) {
+        self.makeClaimSource = makeClaimSource
+        self.makeClaimPublisher = makeClaimPublisher
         self.routing = routing
         self.makeDeviceSource = makeDeviceSource
         self.makeExecutor = makeExecutor
@@ -73,6 +81,8 @@ public enum Dispatcher {
                                 reporter: invocation.command == .add ? services.makeReporter(config, invocation, services.logger) : nil,
                                 interfaceLister: services.interfaceLister, routing: services.routing,
                                 deviceSource: invocation.command == .add ? services.makeDeviceSource(config, services.logger) : nil,
+                                claimSource: invocation.command == .add ? services.makeClaimSource(config, invocation, services.logger) : nil,
+                                makeClaimPublisher: { services.makeClaimPublisher(config, invocation, services.logger) },
                                 logger: services.logger)
             var out: [UInt8] = []
             switch invocation.command {

@@ -15,8 +15,11 @@ public struct KubernetesPlanner: NetworkPlanner {
     public let api: any KubeAPI
     public let loader: NetworkLoader
     public let logger: Logger
+    /// Receives the pod object, for the DRA claim source (no second GET of the pod).
+    public let podBox: PodObjectBox?
 
-    public init(api: any KubeAPI, loader: NetworkLoader, logger: Logger) {
+    public init(api: any KubeAPI, loader: NetworkLoader, logger: Logger, podBox: PodObjectBox? = nil) {
+        self.podBox = podBox
         self.api = api
         self.loader = loader
         self.logger = logger
@@ -35,6 +38,7 @@ public struct KubernetesPlanner: NetworkPlanner {
         do { podJSON = try api.getPod(namespace: pod.namespace, name: pod.name) } catch {
             throw CNIError(kubeCode(error), "cannot get pod \(pod)", details: error.description)
         }
+        podBox?.pod = podJSON
         let metadata = podJSON["metadata"]?.objectValue ?? JSONObject()
         if let expected = pod.uid, let actual = metadata["uid"]?.stringValue, expected != actual {
             throw CNIError(.unknownContainer, "pod \(pod) has UID \(actual), the runtime asked for \(expected) (the pod was recreated)")

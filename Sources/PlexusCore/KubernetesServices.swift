@@ -9,6 +9,8 @@ public final class KubernetesServices {
     let environment: [String: String]
     private var client: KubeHTTPClient?
     private var built = false
+    /// The pod the planner read, for the claim source.
+    let podBox = PodObjectBox()
 
     public init(environment: [String: String]) { self.environment = environment }
 
@@ -41,7 +43,19 @@ public final class KubernetesServices {
 
     public func planner(config: PlexusConfig, invocation: CNIInvocation, logger: Logger) throws(CNIError) -> (any NetworkPlanner)? {
         guard let api = try client(config: config, invocation: invocation, logger: logger) else { return nil }
-        return KubernetesPlanner(api: api, loader: NetworkLoader(confDir: config.confDir), logger: logger)
+        return KubernetesPlanner(api: api, loader: NetworkLoader(confDir: config.confDir), logger: logger, podBox: podBox)
+    }
+
+    /// DRA devices of the pod the planner read (its ResourceClaims); nil without Kubernetes.
+    public func claimSource(config: PlexusConfig, invocation: CNIInvocation, logger: Logger) -> (any ClaimDeviceSource)? {
+        guard let api = try? client(config: config, invocation: invocation, logger: logger) else { return nil }
+        return KubernetesClaimDevices(api: api, podBox: podBox, logger: logger, deadlineSeconds: config.apiDeadlineSeconds)
+    }
+
+    /// The writer of claims' networkData (ADD with publishing on, DEL of an attachment that published).
+    public func claimPublisher(config: PlexusConfig, invocation: CNIInvocation, logger: Logger) -> (any ClaimStatusPublisher)? {
+        guard let api = try? client(config: config, invocation: invocation, logger: logger) else { return nil }
+        return KubernetesClaimPublisher(api: api, deadlineSeconds: config.apiDeadlineSeconds)
     }
 
     public func reporter(config: PlexusConfig, invocation: CNIInvocation, logger: Logger) -> (any AttachmentReporter)? {

@@ -31,6 +31,10 @@ public final class Plexus {
     public let routing: (any NetnsRouting)?
     /// Device-plugin allocations for networks with a `resourceName`; asked only when such a network is planned.
     public let deviceSource: (any DeviceSource)?
+    /// DRA devices (the pod's ResourceClaims) for networks with a `resourceName`; asked before the kubelet.
+    public let claimSource: (any ClaimDeviceSource)?
+    /// Builds the writer of claims' `networkData` when an ADD or DEL needs it (never otherwise).
+    let makeClaimPublisher: () -> (any ClaimStatusPublisher)?
     public let logger: Logger
     let store: AttachmentStore
     let cache: ResultCache
@@ -41,8 +45,11 @@ public final class Plexus {
     public init(config: PlexusConfig, invocation: CNIInvocation, executor: any PluginExecutor,
                 planner: (any NetworkPlanner)? = nil, reporter: (any AttachmentReporter)? = nil,
                 interfaceLister: (any InterfaceLister)? = nil, routing: (any NetnsRouting)? = nil,
-                deviceSource: (any DeviceSource)? = nil, logger: Logger,
+                deviceSource: (any DeviceSource)? = nil, claimSource: (any ClaimDeviceSource)? = nil,
+                makeClaimPublisher: @escaping () -> (any ClaimStatusPublisher)? = { nil }, logger: Logger,
                 sleep: @escaping (Int) -> Void = { Clock.sleep(milliseconds: $0) }) {
+        self.claimSource = claimSource
+        self.makeClaimPublisher = makeClaimPublisher
         self.config = config
         self.invocation = invocation
         self.runner = NetworkRunner(executor: executor, searchPaths: config.searchPaths(cniPath: invocation.cniPath))
@@ -146,7 +153,15 @@ public final class Plexus {
         if let reporter {
             // Kernel facts cost a netlink round trip: read them only when a pod's network-status will be written.
             let facts = invocation.pod != nil ? interfaceFacts() : nil
-            do { try reporter.report(invocation: invocation, attached: attached.filter { !$0.network.isAuxiliary }, facts: facts) } catch {
+            do {
+                try reporter.report(invocation: invocation, attached: attached.filter { !$0.network.isAuxiliary }, facts: facts)
+                // Claims' networkData follows network-status' rules: a failure rolls the ADD back.
+                try publishClaimStatus(attached, facts: facts)
+            } catch {
+                throw fail(rollback(record, upTo: networks.count - 1, cause: error, finalizers: finalizers))
+            }
+        } else {
+            do { try publishClaimStatus(attached, facts: nil) } catch {
                 throw fail(rollback(record, upTo: networks.count - 1, cause: error, finalizers: finalizers))
             }
         }
@@ -327,6 +342,7 @@ public final class Plexus {
     /// The record's finalizers are DELed first (in reverse), while the networks' cached results still exist.
     func teardown(_ record: AttachmentRecord, bestEffort: Set<String> = [], bestEffortFinalizers: Set<Int> = []) -> [CNIError] {
         let finalized = teardownFinalizers(record, bestEffort: bestEffortFinalizers)
+        unpublishClaimStatus(record.networks)
         let recordOwner = CachedAttachment.Owner(network: record.key.network, ifname: record.key.ifname)
         var order: [PlannedNetwork] = []
         var prevs: [JSON?] = []

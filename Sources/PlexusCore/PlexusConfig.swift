@@ -41,6 +41,9 @@ public struct PlexusConfig: Sendable {
     public var kubeletCheckpoint = "/var/lib/kubelet/device-plugins/kubelet_internal_checkpoint"
     public var deviceInfoDir = "/var/run/k8s.cni.cncf.io/devinfo"
     public var podResourcesDeadlineSeconds = 10.0
+    /// KEP-4817: write `networkData` (interface, IPs, MAC) and a `Ready` condition into the `status.devices` of the
+    /// ResourceClaims whose devices Plexus attached (server-side apply, one field manager per attachment).
+    public var draPublishNetworkData = false
 
     /// Multus' auxiliary chain: `{"type":"plexus-passthru"}` plus the plugin confs of `<baseDirectory>/<name>/`,
     /// attached after every other network when that directory holds any.
@@ -123,6 +126,7 @@ public struct PlexusConfig: Sendable {
         duration("readinessTimeoutSeconds", &readinessTimeoutSeconds)
         duration("apiDeadlineSeconds", &apiDeadlineSeconds)
         if let v = try r.bool("parallelTeardown") { parallelTeardown = v }
+        if let v = try r.bool("draPublishNetworkData") { draPublishNetworkData = v }
         if let v = try r.string("podResourcesSocket"), !v.isEmpty { podResourcesSocket = v }
         if let v = try r.string("kubeletCheckpoint"), !v.isEmpty { kubeletCheckpoint = v }
         if let v = try r.string("deviceInfoDir"), !v.isEmpty { deviceInfoDir = v }

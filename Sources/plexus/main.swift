@@ -41,6 +41,8 @@ let services = PlexusServices(
     },
     interfaceLister: NetlinkNetns(),
     routing: NetlinkNetns(),
+    makeClaimSource: { config, invocation, logger in kubernetes.claimSource(config: config, invocation: invocation, logger: logger) },
+    makeClaimPublisher: { config, invocation, logger in kubernetes.claimPublisher(config: config, invocation: invocation, logger: logger) },
     logger: logger)
 
 let outcome = Dispatcher.run(environment: environment, stdin: input, services: services)
