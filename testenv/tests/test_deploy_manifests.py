@@ -21,6 +21,7 @@ from testenv.lib.kubeapi import KUBECTL, NAD_CRD_DIR, KubeAPI  # noqa: E402
 yaml = pytest.importorskip("yaml")
 EXPECTED = [("00-network-attachment-definition-crd.yaml", "CustomResourceDefinition"),
             ("10-rbac.yaml", "ServiceAccount"), ("10-rbac.yaml", "ClusterRole"),
+            ("10-rbac.yaml", "ClusterRoleBinding"), ("10-rbac.yaml", "ClusterRole"),
             ("10-rbac.yaml", "ClusterRoleBinding"), ("20-configmap.yaml", "ConfigMap"),
             ("30-daemonset.yaml", "DaemonSet")]
 DOCKERFILE = os.path.join(REPO, "Dockerfile")
@@ -62,7 +63,8 @@ def test_kubectl_apply_dry_run_then_for_real(tmp_path):
     with KubeAPI(tmp_path / "kube") as kube:
         names = ["customresourcedefinition.apiextensions.k8s.io/network-attachment-definitions.k8s.cni.cncf.io",
                  "serviceaccount/plexus", "clusterrole.rbac.authorization.k8s.io/plexus",
-                 "clusterrolebinding.rbac.authorization.k8s.io/plexus", "configmap/plexus-config",
+                 "clusterrolebinding.rbac.authorization.k8s.io/plexus", "clusterrole.rbac.authorization.k8s.io/plexus-dra",
+                 "clusterrolebinding.rbac.authorization.k8s.io/plexus-dra", "configmap/plexus-config",
                  "daemonset.apps/plexus"]
         out = kube.kubectl("apply", "--dry-run=server", "-f", DEPLOY_DIR).stdout.splitlines()
         assert out == ["%s created (server dry run)" % n for n in names], out
@@ -85,11 +87,22 @@ def test_clusterrole_is_least_privilege():
     # exactly what Plexus does on an ADD (CONVENTIONS.md): no wildcard, no events (Plexus emits none), no list/watch
     assert grants == [("", "pods", "get"), ("", "pods/status", "patch"),
                       ("k8s.cni.cncf.io", "network-attachment-definitions", "get")]
-    binding = deploy_object("ClusterRoleBinding", "plexus")
+    # DRA (pods with ResourceClaims and a NAD with a resourceName): read the claims and the node's slices.
+    dra = deploy_object("ClusterRole", "plexus-dra")
+    assert sorted((g, r, v) for rule in dra["rules"] for g in rule["apiGroups"] for r in rule["resources"]
+                  for v in rule["verbs"]) == [("resource.k8s.io", "resourceclaims", "get"),
+                                              ("resource.k8s.io", "resourceslices", "list")]
+    # Publishing networkData is opt-in, and so is its permission (not applied by `kubectl apply -f deploy/`).
+    with open(os.path.join(DEPLOY_DIR, "optional", "dra-publish-rbac.yaml")) as f:
+        publish = [d for d in yaml.safe_load_all(f) if d]
+    assert [d["kind"] for d in publish] == ["ClusterRole", "ClusterRoleBinding"]
+    assert publish[0]["rules"] == [{"apiGroups": ["resource.k8s.io"], "resources": ["resourceclaims/status"], "verbs": ["patch"]}]
     sa = deploy_object("ServiceAccount", "plexus")
-    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "plexus"}
-    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": sa["metadata"]["name"],
-                                    "namespace": sa["metadata"]["namespace"]}]
+    for role, binding in (("plexus", deploy_object("ClusterRoleBinding", "plexus")),
+                          ("plexus-dra", deploy_object("ClusterRoleBinding", "plexus-dra")), ("plexus-dra-publish", publish[1])):
+        assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role}
+        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": sa["metadata"]["name"],
+                                        "namespace": sa["metadata"]["namespace"]}]
 
 
 def test_daemonset_shape():
@@ -249,4 +262,6 @@ def test_deploy_files_are_plain_manifests():
     """kubectl apply -f deploy/ reads every .yaml/.yml/.json file: each must be a manifest (no stray configs)."""
     names = sorted(os.listdir(DEPLOY_DIR))
     assert [n for n in names if n.endswith((".yaml", ".yml", ".json"))] == [os.path.basename(f) for f in deploy_files()]
-    assert all(n.endswith(".yaml") for n in names), names
+    # optional/ holds opt-in manifests; `kubectl apply -f deploy/` does not recurse into it.
+    assert all(n.endswith(".yaml") for n in names if n != "optional"), names
+    assert all(n.endswith(".yaml") for n in os.listdir(os.path.join(DEPLOY_DIR, "optional")))
