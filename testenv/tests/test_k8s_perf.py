@@ -231,3 +231,53 @@ def test_device_backed_network_cost(kenv):
     finally:
         kl.stop()
         shutil.rmtree(d, ignore_errors=True)
+
+
+def test_dra_backed_network_cost(kenv):
+    """Figures for DRA: the same pod (cluster network + one NAD with the test delegate) with the NAD carrying a
+    resourceName served by the pod's ResourceClaim (one claim GET, one ResourceSlice LIST) and without, interleaved,
+    on the thin path; plus Plexus' own time for the claim reads and the API requests of one ADD from the server log."""
+    import re
+    from testenv.lib.dra_scenarios import API, NS as DRA_NS, DRAEnv
+    dra = DRAEnv(kenv)
+    dra.vf_slice()
+    dra.claim("bench-nics", count=1)
+    dra.allocate("bench-nics", ["vf-0"])
+    for name, res in (("pxk-dra", "intel.com/sriov_dra"), ("pxk-nodra", None)):
+        kenv.kube.apply_nad(DRA_NS, name, {"cniVersion": "1.0.0", "name": name, "type": "plexus-test-delegate",
+                                           "capabilities": {"deviceID": True}},
+                            annotations={"k8s.v1.cni.cncf.io/resourceName": res} if res else None)
+    # ResourceClaims are namespaced: both pods live in the claim's namespace.
+    with_dra = dra.pod("withdra", "pxk-dra", [("nic", "bench-nics")])
+    without = kenv.pod(DRA_NS, "nodra", {NETWORKS_ANN: "pxk-nodra"})
+    cfg = kenv.config()
+    step = re.compile(r"ResourceClaims read.*? ms=([0-9.]+)")
+
+    def round_(pod, i):
+        dt, groups = _timed_add_del(kenv, pod, cfg, "dr%d" % i, step)
+        return dt, (groups[0] if groups else None)
+
+    round_(with_dra, -1)
+    round_(without, -2)
+    seq = dra.last_seq()
+    round_(with_dra, -3)
+    one_add = [r for r in kenv.kube.requests(since=seq)]
+    dra_t, plain_t, reads = [], [], []
+    for i in range(ROUNDS):
+        for who in ((with_dra, without) if i % 2 == 0 else (without, with_dra)):
+            dt, s = round_(who, i)
+            (dra_t if who is with_dra else plain_t).append(dt)
+            if s is not None:
+                reads.append(s)
+    assert len(reads) == ROUNDS, "the verbose log must report the claim reads on every DRA-backed ADD"
+    assert kenv.leftovers(pods=[with_dra, without]) == []
+    write_figures("dra_backed_network", {
+        "rounds": ROUNDS,
+        "add_without_device_median_ms": round(median(plain_t) * 1000, 2),
+        "add_with_dra_device_median_ms": round(median(dra_t) * 1000, 2),
+        "difference_median_ms": round((median(dra_t) - median(plain_t)) * 1000, 2),
+        "claim_reads_in_process_median_ms": median(reads),
+        # one ADD + DEL: GET pod, GET NAD, GET claim, LIST slices, PATCH pods/status (DEL makes none)
+        "api_requests_one_add": [(r["method"], r["path"].replace(API, "<dra>")) for r in one_add],
+        "bin_dir": build_bin_dir(),
+    })
