@@ -202,3 +202,42 @@ def test_pods_without_claims_make_no_dra_request(dra):
     assert pod.add(dra.kenv.config(draPublishNetworkData=True)).ok
     assert dra.dra_requests(before) == []
     assert pod.delete(dra.kenv.config(draPublishNetworkData=True)).ok
+
+
+def test_deploy_dra_rules_are_exactly_enough(dra):
+    """deploy/'s ClusterRoles plexus + plexus-dra run a DRA pod's ADD; without either DRA rule it is refused (403),
+    and publishing needs deploy/optional/dra-publish-rbac.yaml's rule too."""
+    import yaml
+    from testenv.lib.deploy import DEPLOY_DIR, deploy_object
+    base = deploy_object("ClusterRole", "plexus")["rules"]
+    extra = deploy_object("ClusterRole", "plexus-dra")["rules"]
+    with open(os.path.join(DEPLOY_DIR, "optional", "dra-publish-rbac.yaml")) as f:
+        publish = [d for d in yaml.safe_load_all(f) if d][0]["rules"]
+    roles = {"pxdra-exact": base + extra, "pxdra-publish": base + extra + publish}
+    for i in range(len(extra)):
+        roles["pxdra-minus-%d" % i] = base + [r for j, r in enumerate(extra) if j != i]
+    dra.kube.define_roles(roles)
+    dra.vf_slice()
+    dra.recorder_nad("pxk-vfa")
+
+    def run(role, tag, publishing=False):
+        token = dra.kube.add_token("pxdra-%s-user" % role, role)
+        kc = dra.kube.write_kubeconfig(os.path.join(dra.kenv.tmp, "kc-%s.yaml" % tag), token=token)
+        dra.claim("c-" + tag, count=1)
+        dra.allocate("c-" + tag, ["vf-0"])
+        pod = dra.pod("p-" + tag, "pxk-vfa", [("nic", "c-" + tag)])
+        cfg = dra.kenv.config(kubeconfig=str(kc), draPublishNetworkData=publishing)
+        out = pod.add(cfg)
+        if out.ok:
+            assert pod.delete(cfg).ok
+        return out
+
+    assert run("pxdra-exact", "exact").ok
+    for i, rule in enumerate(extra):
+        out = run("pxdra-minus-%d" % i, "m%d" % i)
+        assert not out.ok and ("403" in out.msg or "orbidden" in out.msg), (rule, out)
+    out = run("pxdra-exact", "nopub", publishing=True)
+    assert not out.ok and ("403" in out.msg or "orbidden" in out.msg), out
+    assert run("pxdra-publish", "pub", publishing=True).ok
+    # The refused ADDs were rolled back: nothing cached, nothing attached.
+    assert dra.kenv.leftovers() == []
