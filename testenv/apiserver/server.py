@@ -3,9 +3,11 @@
 
 It serves just enough of the Kubernetes API for Plexus' tests, for real `kubectl` (v1.27-1.33) and for the
 Python `kubernetes` client: discovery, an OpenAPI v3 stub, namespaces, pods (+status), events, CRDs and the
-custom resources they define (NetworkAttachmentDefinitions), Table output, watch, merge / strategic-merge /
-JSON patch, resourceVersion conflicts, metav1.Status errors, bearer-token and client-certificate auth,
-a JSONL request log and fault injection through an unauthenticated control API under /_test/.
+custom resources they define (NetworkAttachmentDefinitions), DRA objects (resource.k8s.io/v1 ResourceClaims
+(+status), ResourceSlices, DeviceClasses, ResourceClaimTemplates) with metadata.managedFields and server-side apply,
+Table output, watch, merge / strategic-merge / JSON patch, resourceVersion conflicts, metav1.Status errors,
+bearer-token and client-certificate auth, a JSONL request log and fault injection through an unauthenticated
+control API under /_test/.
 
 Usage: server.py --state-dir DIR [--port 0] [--persist] ...   (see --help and README.md next to this file)
 
@@ -59,10 +61,12 @@ class ApiError(Exception):
         self.code, self.reason, self.message, self.details, self.headers = code, reason, message, details, headers
 
     def body(self):
-        b = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-             "message": self.message, "reason": self.reason, "code": self.code}
+        b = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": self.message}
+        if self.reason:      # StatusReasonUnknown ("") is omitted, as for errors that are not a metav1.Status
+            b["reason"] = self.reason
         if self.details:
             b["details"] = self.details
+        b["code"] = self.code
         return b
 
 
@@ -104,16 +108,45 @@ def bad_request(msg):
     return ApiError(400, "BadRequest", msg)
 
 
-def invalid(res, name, causes):
-    """causes: list of (field, message-without-field)"""
+# field.ErrorType bodies -> metav1.CauseType, as k8s.io/apimachinery/pkg/util/validation/field renders them
+CAUSE_REASONS = (("Required value", "FieldValueRequired"), ("Invalid value", "FieldValueInvalid"),
+                 ("Unsupported value", "FieldValueNotSupported"), ("Duplicate value", "FieldValueDuplicate"),
+                 ("Too long", "FieldValueTooLong"), ("Too many", "FieldValueTooMany"),
+                 ("Forbidden", "FieldValueForbidden"), ("Not found", "FieldValueNotFound"))
+
+
+def cause_reason(message):
+    return next((r for prefix, r in CAUSE_REASONS if message.startswith(prefix)), "FieldValueInvalid")
+
+
+def invalid_kind(kind, group, name, causes):
+    """A 422 Invalid Status. causes: list of (field, message-without-field); the cause reason follows the message
+    ("Required value: ..." -> FieldValueRequired, "Too long: ..." -> FieldValueTooLong, ...)."""
     msgs = [f"{f}: {m}" for f, m in causes]
     summary = msgs[0] if len(msgs) == 1 else "[" + ", ".join(msgs) + "]"
-    kq = res.kind + (f".{res.group}" if res.group else "")
-    d = {"name": name, "kind": res.kind,
-         "causes": [{"reason": "FieldValueInvalid", "message": m, "field": f} for f, m in causes]}
-    if res.group:
-        d["group"] = res.group
+    kq = kind + (f".{group}" if group else "")
+    d = {"name": name, "kind": kind} if name else {"kind": kind}
+    if group:
+        d["group"] = group
+    d["causes"] = [{"reason": cause_reason(m), "message": m, "field": f} for f, m in causes]
     return ApiError(422, "Invalid", f'{kq} "{name}" is invalid: {summary}', d)
+
+
+def invalid(res, name, causes):
+    """causes: list of (field, message-without-field)"""
+    return invalid_kind(res.kind, res.group, name, causes)
+
+
+def go_value(v):
+    """A bad value the way field.Error.ErrorBody prints it: %v for numbers and booleans, %q for strings, JSON
+    otherwise."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return str(v)
+    if isinstance(v, str):
+        return json.dumps(v, ensure_ascii=False)
+    return json.dumps(v, separators=(",", ":"), ensure_ascii=False)
 
 
 # --------------------------------------------------------------------------------------------- helpers
@@ -179,6 +212,12 @@ def get_path(obj, dotted):
         else:
             return None
     return cur
+
+
+def managed_signature(obj):
+    """metadata.managedFields without the timestamps (what makes two writes differ)."""
+    return canon_json([{k: v for k, v in e.items() if k != "time"}
+                       for e in ((obj.get("metadata") or {}).get("managedFields") or []) if isinstance(e, dict)])
 
 
 def strip_volatile(obj):
@@ -288,7 +327,7 @@ SMP_MERGE_KEYS = {"containers": "name", "initContainers": "name", "ephemeralCont
                   "imagePullSecrets": "name", "conditions": "type", "ownerReferences": "uid", "podIPs": "ip",
                   "hostIPs": "ip", "hostAliases": "ip", "readinessGates": "conditionType", "resourceClaims": "name",
                   "topologySpreadConstraints": "topologyKey", "containerStatuses": "name",
-                  "initContainerStatuses": "name"}
+                  "initContainerStatuses": "name", "reservedFor": "uid", "resourceClaimStatuses": "name"}
 SMP_PRIMITIVE_MERGE = {"finalizers"}
 
 
@@ -458,6 +497,487 @@ def json_patch(doc, ops):
     return doc
 
 
+# --------------------------------------------------------------------------------------------- managed fields (SSA)
+# A small port of sigs.k8s.io/structured-merge-diff as the apiserver uses it for server-side apply and for
+# metadata.managedFields. A field path is a tuple of fieldsV1 path elements: "f:<field>", 'k:{"key":"value"}' (an
+# item of a `+listType=map` list) or "v:<json>" (an item of a `+listType=set` list). Lists not named in the
+# resource's list-type table are atomic (one leaf), like most DRA lists. metadata.managedFields entries are
+# identified like the real server does: manager + operation + subresource (+ apiVersion for Update).
+
+FIELDS_NODE = ("node",)           # flatten() value of a present map / granular list / list item (not a leaf)
+COMMON_LIST_TYPES = {("metadata", "finalizers"): ("set",), ("metadata", "ownerReferences"): ("map", ("uid",))}
+MANAGED_META = ("labels", "annotations", "finalizers", "ownerReferences")
+
+
+class FieldSetError(Exception):
+    """The object cannot be turned into a field set (what SMD reports as a typed-conversion error)."""
+
+
+def canon_json(v):
+    return json.dumps(v, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def list_item_element(item, keys, spath):
+    if not isinstance(item, dict):
+        raise FieldSetError(f".{'.'.join(spath)}: associative list with keys may not have non-map elements")
+    key = {k: item[k] for k in keys if k in item and item[k] is not None}
+    if not key:
+        raise FieldSetError(f".{'.'.join(spath)}: associative list with keys has an element that omits all key "
+                            f"fields {json.dumps(list(keys))} (and doesn't have default values for any key fields)")
+    return "k:" + canon_json(key)
+
+
+def _list_item_pe(item, kind, spath):
+    return list_item_element(item, kind[1], spath) if kind[0] == "map" else "v:" + canon_json(item)
+
+
+def flatten_fields(obj, list_types, strict=False):
+    """{path: leaf JSON | FIELDS_NODE} for every leaf, map, granular list and list item below the top-level fields
+    of obj (the top-level fields themselves - spec, status, metadata - are never members, as in the real server).
+    strict: duplicate list-map keys are an error (applied configurations), else the first one wins."""
+    out = {}
+
+    def walk(v, path, spath):
+        top = len(path) == 1
+        if isinstance(v, dict) and (v or top):
+            if not top:
+                out[path] = FIELDS_NODE
+            for k, x in v.items():
+                walk(x, path + ("f:" + k,), spath + (k,))
+            return
+        kind = list_types.get(spath)
+        if kind and isinstance(v, list) and v:
+            if not top:
+                out[path] = FIELDS_NODE
+            seen = set()
+            for item in v:
+                pe = _list_item_pe(item, kind, spath)
+                if pe in seen:
+                    if strict:
+                        raise FieldSetError(f".{'.'.join(spath)}: duplicate entries for key {path_string((pe,))}")
+                    continue
+                seen.add(pe)
+                if kind[0] == "map":
+                    out[path + (pe,)] = FIELDS_NODE
+                    for k, x in item.items():
+                        walk(x, path + (pe, "f:" + k), spath + (k,))
+                else:
+                    out[path + (pe,)] = canon_json(item)
+            return
+        out[path] = canon_json(v)
+
+    for k, v in (obj or {}).items():
+        walk(v, ("f:" + k,), (k,))
+    return out
+
+
+def applied_field_set(obj, list_types):
+    """TypedValue.ToFieldSet() of an applied configuration: leaves, list items and empty maps; a granular list that
+    is empty owns nothing."""
+    flat = flatten_fields(obj, list_types, strict=True)
+    out = set()
+    for p, v in flat.items():
+        if v is FIELDS_NODE:
+            if p[-1][:2] in ("k:", "v:"):
+                out.add(p)
+        elif not (v == "[]" and list_types.get(tuple(e[2:] for e in p if e.startswith("f:")))):
+            out.add(p)
+    return out
+
+
+def compare_fields(old_flat, new_flat):
+    """(added, modified, removed) path sets, like typed.Comparison."""
+    added = {p for p in new_flat if p not in old_flat}
+    removed = {p for p in old_flat if p not in new_flat}
+    modified = {p for p in new_flat if p in old_flat and old_flat[p] != new_flat[p]}
+    return added, modified, removed
+
+
+def with_named_parents(paths):
+    """The set plus every field ("f:") ancestor, like fieldpath.Set.EnsureNamedFieldsAreMembers()."""
+    out = set(paths)
+    for p in paths:
+        for i in range(1, len(p)):
+            if p[i - 1].startswith("f:"):
+                out.add(p[:i])
+    return out
+
+
+def path_string(path):
+    """fieldpath.Path.String(): .status.devices[device="eth1",driver="d",pool="p"].networkData"""
+    out = ""
+    for e in path:
+        kind, rest = e[:2], e[2:]
+        if kind == "f:":
+            out += "." + rest
+        elif kind == "k:":
+            d = json.loads(rest)
+            out += "[" + ",".join(f"{k}={json.dumps(d[k])}" for k in sorted(d)) + "]"
+        elif kind == "v:":
+            out += f"[={rest}]"
+        else:
+            out += f"[{rest}]"
+    return out
+
+
+def fields_v1(paths):
+    """A path set as the nested fieldsV1 JSON ("." marks a member that also has children)."""
+    root = {}
+    members = set(paths)
+    for p in sorted(members):
+        node = root
+        for e in p:
+            node = node.setdefault(e, {})
+
+    def mark(node, prefix):
+        for k, child in node.items():
+            p = prefix + (k,)
+            mark(child, p)
+            if p in members and child:
+                child["."] = {}
+                node[k] = dict(sorted(child.items()))
+    mark(root, ())
+    return root
+
+
+def paths_from_fields_v1(tree, prefix=()):
+    out = set()
+    for k, v in (tree or {}).items():
+        if k == ".":
+            if prefix:
+                out.add(prefix)
+            continue
+        if k.startswith("k:"):
+            k = "k:" + canon_json(json.loads(k[2:]))
+        p = prefix + (k,)
+        if isinstance(v, dict) and v:
+            out |= paths_from_fields_v1(v, p)
+        else:
+            out.add(p)
+    return out
+
+
+def _find_child(container, pe, spath, list_types):
+    """(holder, key-or-index) of the child `pe` of container (whose schema path is spath), or None."""
+    if pe.startswith("f:"):
+        return (container, pe[2:]) if isinstance(container, dict) and pe[2:] in container else None
+    kind = list_types.get(spath)
+    if not kind or not isinstance(container, list):
+        return None
+    for i, item in enumerate(container):
+        try:
+            if _list_item_pe(item, kind, spath) == pe:
+                return (container, i)
+        except FieldSetError:
+            continue
+    return None
+
+
+def remove_field_paths(obj, paths, list_types):
+    """Removes the fields / list items at the given paths; containers emptied by the removal are removed too."""
+    for p in sorted(paths, key=len):
+        trail, cur, spath = [], obj, ()
+        for pe in p:
+            hit = _find_child(cur, pe, spath, list_types)
+            if hit is None:
+                break
+            trail.append(hit)
+            cur = hit[0][hit[1]]
+            if pe.startswith("f:"):
+                spath += (pe[2:],)
+        else:
+            for holder, at in reversed(trail):
+                del holder[at]
+                if holder or holder is obj:
+                    break
+
+
+def ssa_merge(live, cfg, list_types, spath=()):
+    """typed.TypedValue.Merge(): config values win, maps merge, list-maps and sets merge by key (in the order
+    structured-merge-diff produces), every other list is atomic."""
+    if isinstance(cfg, dict) and isinstance(live, dict):
+        out = copy.deepcopy(live)
+        for k, v in cfg.items():
+            out[k] = ssa_merge(live[k], v, list_types, spath + (k,)) if k in live else copy.deepcopy(v)
+        return out
+    kind = list_types.get(spath)
+    if kind and isinstance(cfg, list) and isinstance(live, list):
+        return _merge_list(live, cfg, kind, list_types, spath)
+    return copy.deepcopy(cfg)
+
+
+def _merge_list(live, cfg, kind, list_types, spath):
+    lpe = [_list_item_pe(x, kind, spath) for x in live]
+    rpe = [_list_item_pe(x, kind, spath) for x in cfg]
+    lmap, rmap = {}, {}
+    for pe, x in zip(lpe, live):
+        lmap.setdefault(pe, x)
+    for pe, x in zip(rpe, cfg):
+        rmap.setdefault(pe, x)
+    shared = iter([pe for pe in rpe if pe in lmap])
+    next_shared = next(shared, None)
+    merged_rhs, out = set(), []
+
+    def merged(pe):
+        if kind[0] == "set":
+            return copy.deepcopy(rmap[pe])
+        return ssa_merge(lmap[pe], rmap[pe], list_types, spath) if pe in lmap else copy.deepcopy(rmap[pe])
+    li = ri = 0
+    while li < len(lpe) or ri < len(rpe):
+        if li < len(lpe) and ri < len(rpe):
+            pe = lpe[li]
+            if pe == rpe[ri]:
+                merged_rhs.add(pe)
+                out.append(merged(pe))
+                li, ri = li + 1, ri + 1
+                next_shared = next(shared, None)
+                continue
+            if pe in rmap and next_shared is not None and next_shared != pe:
+                li += 1
+                continue
+        if li < len(lpe):
+            pe = lpe[li]
+            if pe not in rmap:
+                out.append(copy.deepcopy(live[li]))
+                li += 1
+                continue
+            if pe in merged_rhs:
+                li += 1
+        if ri < len(rpe):
+            pe = rpe[ri]
+            merged_rhs.add(pe)
+            out.append(merged(pe))
+            ri += 1
+            if next_shared is not None and next_shared == pe:
+                next_shared = next(shared, None)
+    return out
+
+
+def field_scope(obj, sub):
+    """The part of an object whose fields a request on the resource (sub=None) or its status subresource can own."""
+    obj = obj or {}
+    if sub == "status":
+        return {"status": obj["status"]} if isinstance(obj.get("status"), dict) else {}
+    out = {k: v for k, v in obj.items() if k not in ("apiVersion", "kind", "metadata", "status")}
+    md = obj.get("metadata") or {}
+    meta = {k: md[k] for k in MANAGED_META if k in md}
+    if meta:
+        out["metadata"] = meta
+    return out
+
+
+def replace_scope(obj, scoped, sub):
+    """obj with its field_scope(obj, sub) part replaced by `scoped` (in place)."""
+    if sub == "status":
+        if "status" in scoped:
+            obj["status"] = scoped["status"]
+        else:
+            obj.pop("status", None)
+        return obj
+    for k in [k for k in obj if k not in ("apiVersion", "kind", "metadata", "status")]:
+        if k not in scoped:
+            del obj[k]
+    md = obj.setdefault("metadata", {})
+    for k in MANAGED_META:
+        if k in (scoped.get("metadata") or {}):
+            md[k] = scoped["metadata"][k]
+        else:
+            md.pop(k, None)
+    for k, v in scoped.items():
+        if k != "metadata":
+            obj[k] = v
+    return obj
+
+
+class ManagedFields:
+    """The decoded metadata.managedFields of one object: {identity: entry}, entry = dict(manager, operation,
+    apiVersion, time, subresource, fields=set of paths)."""
+
+    def __init__(self, entries=None):
+        self.entries = collections.OrderedDict()
+        for e in entries or []:
+            self.entries[self.identity(e)] = e
+
+    @staticmethod
+    def identity(e):
+        return (e["manager"], e["operation"], e.get("subresource") or "",
+                e.get("apiVersion", "") if e["operation"] == "Update" else "")
+
+    @classmethod
+    def decode(cls, raw):
+        """Raises ValueError for malformed managedFields."""
+        if not isinstance(raw, list):
+            raise ValueError("managedFields must be a list")
+        entries = []
+        for e in raw:
+            if not isinstance(e, dict) or e.get("operation") not in ("Apply", "Update") or \
+                    not isinstance(e.get("manager", ""), str):
+                raise ValueError("invalid managedFields entry")
+            if e.get("fieldsType", "FieldsV1") != "FieldsV1":
+                raise ValueError(f"unsupported fieldsType {e.get('fieldsType')!r}")
+            entries.append({"manager": e.get("manager", ""), "operation": e["operation"],
+                            "apiVersion": e.get("apiVersion", ""), "time": e.get("time"),
+                            "subresource": e.get("subresource", ""),
+                            "fields": paths_from_fields_v1(e.get("fieldsV1") or {})})
+        return cls(entries)
+
+    @classmethod
+    def of(cls, obj):
+        try:
+            return cls.decode(((obj or {}).get("metadata") or {}).get("managedFields") or [])
+        except (ValueError, TypeError, AttributeError):
+            return cls()
+
+    def encode(self):
+        def order(e):
+            t = parse_time(e.get("time") or "") or 0
+            return (e["operation"], int(t), e["manager"], e.get("apiVersion", ""), e.get("subresource", ""))
+        out = []
+        for e in sorted(self.entries.values(), key=order):
+            if not e["fields"]:
+                continue
+            d = {"manager": e["manager"], "operation": e["operation"], "apiVersion": e["apiVersion"]}
+            if e.get("time"):
+                d["time"] = e["time"]
+            d["fieldsType"] = "FieldsV1"
+            d["fieldsV1"] = fields_v1(e["fields"])
+            if e.get("subresource"):
+                d["subresource"] = e["subresource"]
+            out.append(d)
+        return out
+
+    def drop_empty(self):
+        for k in [k for k, e in self.entries.items() if not e["fields"]]:
+            del self.entries[k]
+
+    @staticmethod
+    def describe(ident):
+        """printManager(): "name" for appliers, "name" using group/version for updaters."""
+        manager, operation, _, api_version = ident
+        return json.dumps(manager) + (f" using {api_version}" if operation == "Update" else "")
+
+    def update(self, manager, api_version, sub, old_scope, new_scope, list_types):
+        """Records a create/update/patch by `manager` (metadata.managedFields of an Update operation)."""
+        added, modified, removed = compare_fields(flatten_fields(old_scope, list_types),
+                                                  flatten_fields(new_scope, list_types))
+        changed = added | modified
+        me = (manager or "unknown", "Update", sub or "", api_version)
+        for ident, e in self.entries.items():
+            e["fields"] = e["fields"] - changed - removed if ident != me else e["fields"] - removed
+        if changed:
+            e = self.entries.setdefault(me, {"manager": me[0], "operation": "Update", "apiVersion": api_version,
+                                             "time": None, "subresource": sub or "", "fields": set()})
+            e["fields"] |= changed
+            e["time"] = now_rfc3339()
+        self.drop_empty()
+
+    def apply(self, manager, api_version, sub, live_scope, config_scope, force, list_types):
+        """Server-side apply of config_scope by `manager`. Returns the new scope value; raises ApiError 409 with
+        FieldManagerConflict causes when another manager owns a field the configuration changes (unless force)."""
+        config_fields = applied_field_set(config_scope, list_types)
+        merged = ssa_merge(live_scope, config_scope, list_types)
+        me = (manager, "Apply", sub or "", "")
+        last = self.entries[me]["fields"] if me in self.entries else set()
+        owned = set(config_fields)
+        for ident, e in self.entries.items():
+            if ident != me:
+                owned |= e["fields"]
+        stale = with_named_parents(last) - with_named_parents(owned)
+        remove_field_paths(merged, stale, list_types)
+        added, modified, removed = compare_fields(flatten_fields(live_scope, list_types),
+                                                  flatten_fields(merged, list_types))
+        conflicts = []
+        for ident, e in self.entries.items():
+            if ident != me:
+                for p in sorted(e["fields"] & (added | modified), key=path_string):
+                    conflicts.append((ident, p))
+        if conflicts and not force:
+            raise apply_conflict(conflicts)
+        taken = {p for _, p in conflicts}
+        for ident, e in self.entries.items():
+            if ident != me:
+                e["fields"] = e["fields"] - taken - removed
+        entry = self.entries.setdefault(me, {"manager": manager, "operation": "Apply", "apiVersion": api_version,
+                                             "time": None, "subresource": sub or "", "fields": set()})
+        entry["apiVersion"], entry["fields"] = api_version, config_fields
+        if added or modified or removed:
+            entry["time"] = now_rfc3339()
+        self.drop_empty()
+        return merged
+
+
+def apply_conflict(conflicts):
+    """merge.Conflicts as the apiserver reports them (internal.NewConflictError)."""
+    causes = [{"reason": "FieldManagerConflict", "message": f"conflict with {ManagedFields.describe(ident)}",
+               "field": path_string(p)} for ident, p in conflicts]
+    if len(conflicts) == 1:
+        ident, p = conflicts[0]
+        msg = f"Apply failed with 1 conflict: conflict with {ManagedFields.describe(ident)}: {path_string(p)}"
+    else:
+        by = collections.OrderedDict()
+        for ident, p in sorted(conflicts, key=lambda c: json.dumps(c[0])):
+            by.setdefault(ident, []).append(p)
+        lines = []
+        for ident, paths in by.items():
+            lines.append(f"conflicts with {ManagedFields.describe(ident)}:")
+            lines += [f"- {path_string(p)}" for p in paths]
+        msg = f"Apply failed with {len(conflicts)} conflicts: " + "\n".join(lines)
+    return ApiError(409, "Conflict", msg, {"causes": causes})
+
+
+def prefix_from_user_agent(ua):
+    """The default field manager of a request without ?fieldManager= (the User-Agent up to the first "/")."""
+    out = ""
+    for ch in (ua or "").split("/")[0]:
+        if ch.isprintable() and len((out + ch).encode()) <= 128:
+            out += ch
+    return out
+
+
+def validate_write_options(kind, q, apply=False, require_manager=True):
+    """ValidateCreateOptions / ValidateUpdateOptions / ValidatePatchOptions: 422 on a bad fieldManager or force.
+    apply: an apply patch (require_manager: the resource serves apply, so ?fieldManager= is required)."""
+    errs = []
+    fm = q.get("fieldManager", "")
+    if kind == "PatchOptions":
+        if apply and require_manager and not fm:
+            errs.append(("fieldManager", "Required value: is required for apply patch"))
+        if not apply and "force" in q:
+            errs.append(("force", "Forbidden: may not be specified for non-apply patch"))
+    if len(fm.encode()) > 128:
+        errs.append(("fieldManager", "Too long: may not be more than 128 bytes"))
+    for i, ch in enumerate(fm):
+        if not ch.isprintable():
+            errs.append(("fieldManager", f"Invalid value: {go_value(fm)}: invalid character U+{ord(ch):04X} "
+                                         f"(at position {i})"))
+    if errs:
+        raise invalid_kind(kind, "meta.k8s.io", "", errs)
+
+
+def parse_apply_body(raw):
+    """An application/apply-patch+yaml body: JSON, or YAML when PyYAML is installed."""
+    text = (raw or b"").decode("utf-8", "replace")
+    try:
+        obj = json.loads(text) if text.strip() else {}
+    except ValueError:
+        try:
+            import yaml
+        except ImportError:
+            raise bad_request("error decoding YAML: this test server parses YAML apply bodies only with PyYAML "
+                              "installed; send the configuration as JSON")
+        try:
+            obj = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            raise bad_request(f"error decoding YAML: {e}")
+    if obj is None:
+        obj = {}
+    if not isinstance(obj, dict):
+        what = {list: "array", str: "string", bool: "bool"}.get(type(obj), "number")
+        raise bad_request("error decoding YAML: error unmarshaling JSON: while decoding JSON: json: cannot unmarshal "
+                          f"{what} into Go value of type map[string]interface {{}}")
+    return obj
+
+
 # --------------------------------------------------------------------------------------------- protobuf (kubectl)
 # kubectl's typed commands (e.g. `kubectl create namespace`) send application/vnd.kubernetes.protobuf bodies.
 # Just enough decoding for Namespace and ConfigMap: runtime.Unknown envelope + ObjectMeta + their fields.
@@ -624,17 +1144,795 @@ def schema_check(schema, value, path, errors, unknown, prune):
             schema_check(schema["items"], item, f"{path}[{i}]", errors, unknown, prune)
 
 
+# --------------------------------------------------------------------------------------------- DRA (resource.k8s.io/v1)
+# ResourceClaims (+status), ResourceClaimTemplates, ResourceSlices and DeviceClasses as a 1.34 kube-apiserver
+# serves them: the v1 structural schema (unknown fields: 400 with fieldValidation=Strict, else dropped), the
+# defaults and JSON round-trip of the Go types, the validation the real server does (422 with the real messages),
+# its field selectors, and the list types server-side apply merges by.
+
+DRA_GROUP = "resource.k8s.io"
+DRA_FIELD_MANAGER_LISTS = {
+    "resourceclaims": {("status", "reservedFor"): ("map", ("uid",)),
+                       ("status", "devices"): ("map", ("driver", "device", "pool", "shareID")),
+                       ("status", "devices", "conditions"): ("map", ("type",))},
+}
+AllocatedDeviceStatusMaxConditions = 8
+NetworkDeviceDataInterfaceNameMaxLength = 256
+NetworkDeviceDataHardwareAddressMaxLength = 128
+NetworkDeviceDataMaxIPs = 16
+AllocatedDeviceStatusDataMaxLength = 10 * 1024
+ResourceClaimReservedForMaxSize = 256
+DeviceRequestsMaxSize = 32
+AllocationResultsMaxSize = 32
+ResourceSliceMaxDevices = 128
+DeviceAttributeMaxValueLength = 64
+PoolNameMaxLength = 253
+
+
+def _t(typ):
+    return {"type": typ}
+
+
+def _o(**props):
+    return {"type": "object", "properties": props}
+
+
+def _a(items):
+    return {"type": "array", "items": items}
+
+
+def _m(values):
+    return {"type": "object", "additionalProperties": values}
+
+
+_S, _I, _B = _t("string"), _t("integer"), _t("boolean")
+_ANY_OBJECT = {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+_ANY = {"x-kubernetes-preserve-unknown-fields": True}
+_QUANTITY = {"x-kubernetes-int-or-string": True}
+_NODE_SELECTOR = _o(nodeSelectorTerms=_a(_o(
+    matchExpressions=_a(_o(key=_S, operator=_S, values=_a(_S))),
+    matchFields=_a(_o(key=_S, operator=_S, values=_a(_S))))))
+_DEVICE_SELECTOR = _o(cel=_o(expression=_S))
+_DEVICE_TOLERATION = _o(key=_S, operator=_S, value=_S, effect=_S, tolerationSeconds=_I)
+_OPAQUE = _o(driver=_S, parameters=_ANY_OBJECT)
+_CAPACITY_REQUIREMENTS = _o(requests=_m(_QUANTITY))
+_SUB_REQUEST_FIELDS = dict(deviceClassName=_S, selectors=_a(_DEVICE_SELECTOR), allocationMode=_S, count=_I,
+                           tolerations=_a(_DEVICE_TOLERATION), capacity=_CAPACITY_REQUIREMENTS)
+_CLAIM_SPEC = _o(devices=_o(
+    requests=_a(_o(name=_S, exactly=_o(adminAccess=_B, **_SUB_REQUEST_FIELDS),
+                   firstAvailable=_a(_o(name=_S, **_SUB_REQUEST_FIELDS)))),
+    constraints=_a(_o(requests=_a(_S), matchAttribute=_S, distinctAttribute=_S)),
+    config=_a(_o(requests=_a(_S), opaque=_OPAQUE))))
+_CONDITION = _o(type=_S, status=_S, observedGeneration=_I, lastTransitionTime=_S, reason=_S, message=_S)
+_CLAIM_STATUS = _o(
+    allocation=_o(devices=_o(results=_a(_o(request=_S, driver=_S, pool=_S, device=_S, adminAccess=_B,
+                                           tolerations=_a(_DEVICE_TOLERATION), bindingConditions=_a(_S),
+                                           bindingFailureConditions=_a(_S), shareID=_S,
+                                           consumedCapacity=_m(_QUANTITY))),
+                             config=_a(_o(source=_S, requests=_a(_S), opaque=_OPAQUE))),
+                  nodeSelector=_NODE_SELECTOR, allocationTimestamp=_S),
+    reservedFor=_a(_o(apiGroup=_S, resource=_S, name=_S, uid=_S)),
+    devices=_a(_o(driver=_S, pool=_S, device=_S, shareID=_S, conditions=_a(_CONDITION), data=_ANY,
+                  networkData=_o(interfaceName=_S, ips=_a(_S), hardwareAddress=_S))))
+_COUNTERS = _m(_o(value=_QUANTITY))
+_DEVICE = _o(name=_S, attributes=_m(_o(int=_I, bool=_B, string=_S, version=_S)),
+             capacity=_m(_o(value=_QUANTITY, requestPolicy=_ANY_OBJECT)),
+             consumesCounters=_a(_o(counterSet=_S, counters=_COUNTERS)), nodeName=_S, nodeSelector=_NODE_SELECTOR,
+             allNodes=_B, taints=_a(_o(key=_S, value=_S, effect=_S, timeAdded=_S)), bindsToNode=_B,
+             bindingConditions=_a(_S), bindingFailureConditions=_a(_S), allowMultipleAllocations=_B)
+DRA_SCHEMAS = {
+    "resourceclaims": _o(spec=_CLAIM_SPEC, status=_CLAIM_STATUS),
+    "resourceclaimtemplates": _o(spec=_o(metadata=_ANY_OBJECT, spec=_CLAIM_SPEC)),
+    "resourceslices": _o(spec=_o(driver=_S, pool=_o(name=_S, generation=_I, resourceSliceCount=_I), nodeName=_S,
+                                 nodeSelector=_NODE_SELECTOR, allNodes=_B, devices=_a(_DEVICE),
+                                 perDeviceNodeSelection=_B,
+                                 sharedCounters=_a(_o(name=_S, counters=_COUNTERS)))),
+    "deviceclasses": _o(spec=_o(selectors=_a(_DEVICE_SELECTOR), config=_a(_o(opaque=_OPAQUE)),
+                                extendedResourceName=_S)),
+}
+_GO_TYPES = {"string": "string", "integer": "int64", "boolean": "bool", "object": "struct", "array": "slice"}
+
+
+def structural_check(schema, value, path, unknown, type_errors, prune, keyed=None, spath=()):
+    """Walks value against a DRA schema: unknown fields are collected (and pruned), type mismatches collected as
+    (path, expected type, value). Paths are dotted with [i] for list items, or - with keyed, a list-type table -
+    [key=value,...] for the items of `+listType=map` lists, as structured-merge-diff prints them."""
+    t = schema.get("type")
+    if value is None:
+        return
+    if schema.get("x-kubernetes-int-or-string"):
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            type_errors.append((path, "int-or-string", value))
+        return
+    if t and (not isinstance(value, _TYPES[t]) or (t in ("integer", "number") and isinstance(value, bool))):
+        type_errors.append((path, t, value))
+        return
+    if isinstance(value, dict):
+        if schema.get("x-kubernetes-preserve-unknown-fields"):
+            return
+        props, addl = schema.get("properties"), schema.get("additionalProperties")
+        for k in list(value):
+            sub = f"{path}.{k}" if path else k
+            if props is not None and k in props:
+                structural_check(props[k], value[k], sub, unknown, type_errors, prune, keyed, spath + (k,))
+            elif isinstance(addl, dict):
+                structural_check(addl, value[k], f"{path}[{k}]", unknown, type_errors, prune)
+            else:
+                unknown.append(sub)
+                if prune:
+                    del value[k]
+    elif isinstance(value, list) and isinstance(schema.get("items"), dict):
+        kind = (keyed or {}).get(spath)
+        for i, item in enumerate(value):
+            at = f"[{i}]"
+            if kind:
+                try:
+                    at = path_string((_list_item_pe(item, kind, spath),))
+                except FieldSetError:
+                    pass
+            structural_check(schema["items"], item, path + at, unknown, type_errors, prune, keyed, spath)
+
+
+def _json_type(v):
+    return {bool: "bool", str: "string", list: "array", dict: "object"}.get(type(v), "number")
+
+
+def dra_decode_check(res, obj, q):
+    """What decoding a request body into the Go type does: 400 on type mismatches, unknown fields 400 with
+    fieldValidation=Strict, else dropped (with a Warning header for Warn, the default). Returns warnings."""
+    mode = q.get("fieldValidation") or "Warn"
+    body = {k: v for k, v in obj.items() if k not in ("apiVersion", "kind", "metadata")}
+    unknown, type_errors = [], []
+    structural_check(DRA_SCHEMAS[res.plural], body, "", unknown, type_errors, prune=(mode != "Strict"))
+    head = f'{res.kind} in version "{res.version}" cannot be handled as a {res.kind}: '
+    if type_errors:
+        path, want, value = type_errors[0]
+        raise bad_request(head + f"json: cannot unmarshal {_json_type(value)} into Go struct field {res.kind}.{path} "
+                                 f"of type {_GO_TYPES.get(want, 'resource.Quantity')}")
+    if unknown and mode == "Strict":
+        raise bad_request(head + "strict decoding error: " + ", ".join(f'unknown field "{u}"' for u in unknown))
+    for k in list(obj):
+        if k not in ("apiVersion", "kind", "metadata") and k not in body:
+            del obj[k]
+    return [f'unknown field "{u}"' for u in unknown] if mode == "Warn" else []
+
+
+def dra_typed_check(res, cfg):
+    """typeConverter.ObjectToTyped() of an applied configuration: returns the error text (SMD's wording) or None."""
+    body = {k: v for k, v in cfg.items() if k not in ("apiVersion", "kind", "metadata")}
+    unknown, type_errors = [], []
+    structural_check(DRA_SCHEMAS[res.plural], body, "", unknown, type_errors, prune=False, keyed=dra_list_types(res))
+    if unknown:
+        return f".{unknown[0]}: field not declared in schema"
+    if type_errors:
+        path, want, value = type_errors[0]
+        expected = {"string": "string", "integer": "numeric (int or float)", "boolean": "boolean",
+                    "object": "map", "array": "list"}.get(want, want)
+        return f".{path}: expected {expected}, got {go_value(value)}"
+    try:
+        applied_field_set(field_scope(cfg, None), dra_list_types(res))
+        applied_field_set(field_scope(cfg, "status"), dra_list_types(res))
+    except FieldSetError as e:
+        return str(e)
+    return None
+
+
+def dra_list_types(res):
+    return {**COMMON_LIST_TYPES, **DRA_FIELD_MANAGER_LISTS.get(res.plural, {})}
+
+
+def _drop_nulls(v):
+    if isinstance(v, dict):
+        return {k: _drop_nulls(x) for k, x in v.items() if x is not None}
+    if isinstance(v, list):
+        return [_drop_nulls(x) for x in v]
+    return v
+
+
+def _default_request(req):
+    """SetDefaults_ExactDeviceRequest / SetDefaults_DeviceSubRequest / SetDefaults_DeviceToleration."""
+    if not isinstance(req, dict):
+        return
+    req.setdefault("allocationMode", "ExactCount")
+    if req["allocationMode"] == "ExactCount" and not req.get("count"):
+        req["count"] = 1
+    for t in req.get("tolerations") or []:
+        if isinstance(t, dict):
+            t.setdefault("operator", "Equal")
+
+
+def _normalize_claim_spec(spec):
+    devices = spec.setdefault("devices", {})
+    if not isinstance(devices, dict):
+        return
+    devices.setdefault("requests", None)        # `json:"requests"` has no omitempty
+    for r in devices.get("requests") or []:
+        if isinstance(r, dict):
+            _default_request(r.get("exactly"))
+            for s in r.get("firstAvailable") or []:
+                _default_request(s)
+
+
+def dra_prepare(res, obj, old, sub):
+    """Defaults and the JSON round-trip of the Go types (nulls dropped, non-omitempty fields present), plus the
+    strategies' PrepareForCreate (claim status cleared)."""
+    for k in [k for k in obj if k not in ("apiVersion", "kind", "metadata")]:
+        if obj[k] is None:
+            del obj[k]
+        else:
+            obj[k] = _drop_nulls(obj[k])
+    p = res.plural
+    if p == "resourceclaims":
+        if old is None:
+            obj["status"] = {}
+        spec = obj.setdefault("spec", {})
+        if isinstance(spec, dict):
+            _normalize_claim_spec(spec)
+        status = obj.setdefault("status", {})
+        for d in (status.get("devices") or []) if isinstance(status, dict) else []:
+            if isinstance(d, dict):
+                d.setdefault("conditions", None)   # `json:"conditions"` has no omitempty
+                for c in d.get("conditions") or []:
+                    if isinstance(c, dict):
+                        c.setdefault("message", "")
+    elif p == "resourceclaimtemplates":
+        spec = obj.setdefault("spec", {})
+        if isinstance(spec, dict) and isinstance(spec.setdefault("spec", {}), dict):
+            _normalize_claim_spec(spec["spec"])
+    elif p == "resourceslices":
+        spec = obj.setdefault("spec", {})
+        if isinstance(spec, dict) and isinstance(spec.get("pool"), dict):
+            spec["pool"].setdefault("generation", 0)
+    elif p == "deviceclasses":
+        obj.setdefault("spec", {})
+
+
+# ---- validation (pkg/apis/resource/validation, with the apimachinery messages)
+
+_DNS1123_LABEL_MSG = ("a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must "
+                      "start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for "
+                      "validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')")
+_DNS1123_SUBDOMAIN_MSG = ("a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or "
+                          "'.', and must start and end with an alphanumeric character (e.g. 'example.com', regex "
+                          "used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')")
+_C_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_CONDITION_REASON = re.compile(r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$")
+_QUALIFIED_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
+_SEMVER = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)"
+                     r"(-(0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*)(\.(0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*))*)?"
+                     r"(\+[0-9a-zA-Z-]+(\.[0-9a-zA-Z-]+)*)?$")
+_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+
+
+def _required(f, detail=""):
+    return (f, "Required value" + (f": {detail}" if detail else ""))
+
+
+def _invalid(f, value, detail):
+    return (f, f"Invalid value: {go_value(value)}: {detail}")
+
+
+def _too_long(f, n):
+    return (f, f"Too long: may not be more than {n} bytes")
+
+
+def _regex_error(msg, fmt, *examples):
+    """validation.RegexError"""
+    return msg + " (e.g. " + " or ".join(f"'{e}', " for e in examples) + f"regex used for validation is '{fmt}')"
+
+
+def _dns_label_msgs(value):
+    errs = ["must be no more than 63 characters"] if len(value) > 63 else []
+    return errs + ([] if DNS1123_LABEL.match(value) else [_DNS1123_LABEL_MSG])
+
+
+def _dns_subdomain_msgs(value):
+    errs = ["must be no more than 253 characters"] if len(value) > 253 else []
+    return errs + ([] if DNS1123_SUBDOMAIN.match(value) else [_DNS1123_SUBDOMAIN_MSG])
+
+
+def _qualified_name_msgs(value):
+    """validation.IsQualifiedName"""
+    fmt, what = "([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]", ("must consist of alphanumeric characters, '-', '_' or "
+                                                            "'.', and must start and end with an alphanumeric "
+                                                            "character")
+    parts, errs = value.split("/"), []
+    if len(parts) > 2:
+        return ["a qualified name " + _regex_error(what, fmt, "MyName", "my.name", "123-abc") +
+                " with an optional DNS subdomain prefix and '/' (e.g. 'example.com/MyName')"]
+    if len(parts) == 2:
+        if not parts[0]:
+            errs.append("prefix part must be non-empty")
+        else:
+            errs += ["prefix part " + m for m in _dns_subdomain_msgs(parts[0])]
+    name = parts[-1]
+    if not name:
+        errs.append("name part must be non-empty")
+    elif len(name) > 63:
+        errs.append("name part must be no more than 63 characters")
+    if not _QUALIFIED_NAME.match(name):
+        errs.append("name part " + _regex_error(what, fmt, "MyName", "my.name", "123-abc"))
+    return errs
+
+
+def _dns_label(value, f):
+    return [_invalid(f, value, m) for m in _dns_label_msgs(value)]
+
+
+def _dns_subdomain(value, f):
+    return [_invalid(f, value, m) for m in _dns_subdomain_msgs(value)]
+
+
+def _str(v):
+    return v if isinstance(v, str) else ""
+
+
+def _driver_name(value, f):
+    """ValidateCSIDriverName"""
+    value = _str(value)
+    errs = [_required(f)] if not value else []
+    if len(value) > 63:
+        errs.append(_too_long(f, 63))
+    for m in _dns_subdomain_msgs(value.lower()) if value else []:
+        errs.append(_invalid(f, value, m))
+    return errs
+
+
+def _pool_name(value, f):
+    value = _str(value)
+    if not value:
+        return [_required(f)]
+    errs = [_too_long(f, PoolNameMaxLength)] if len(value) > PoolNameMaxLength else []
+    for part in value.split("/"):
+        errs += _dns_subdomain(part, f)
+    return errs
+
+
+def _device_name(value, f, required=True):
+    value = _str(value)
+    if not value:
+        return [_required(f)] if required else []
+    return _dns_label(value, f)
+
+
+def _shared_device_id(d):
+    """structured.SharedDeviceID as json.Marshal prints it in field errors."""
+    return {"Driver": _str(d.get("driver")), "Pool": _str(d.get("pool")), "Device": _str(d.get("device")),
+            "ShareID": _str(d.get("shareID"))}
+
+
+def _request_names(spec):
+    out = {}
+    for r in ((spec.get("devices") or {}).get("requests") or []) if isinstance(spec, dict) else []:
+        if isinstance(r, dict):
+            out[r.get("name")] = {s.get("name") for s in r.get("firstAvailable") or [] if isinstance(s, dict)}
+    return out
+
+
+def _request_ref(name, f, names):
+    name = _str(name)
+    segs = name.split("/")
+    msg = "must be the name of a request in the claim or the name of a request and a subrequest separated by '/'"
+    if len(segs) > 2:
+        return [_invalid(f, name, msg)]
+    errs = []
+    for s in segs:
+        errs += _dns_label(s, f) if s else [_required(f)]
+    if segs[0] not in names or (len(segs) == 2 and segs[1] not in names[segs[0]]):
+        errs.append(_invalid(f, name, msg))
+    return errs
+
+
+def _validate_sub_request(r, f):
+    errs = []
+    dc = _str(r.get("deviceClassName"))
+    errs += [_required(f"{f}.deviceClassName")] if not dc else _dns_subdomain(dc, f"{f}.deviceClassName")
+    for i, s in enumerate(r.get("selectors") or []):
+        if not isinstance(s, dict) or not isinstance(s.get("cel"), dict):
+            errs.append(_required(f"{f}.selectors[{i}].cel"))
+        elif not _str(s["cel"].get("expression")):
+            errs.append(_required(f"{f}.selectors[{i}].cel.expression"))
+    mode, count = r.get("allocationMode"), r.get("count") or 0
+    if mode == "All":
+        if count:
+            errs.append(_invalid(f"{f}.count", count, "must not be specified when allocationMode is 'All'"))
+    elif mode == "ExactCount":
+        if count <= 0:
+            errs.append(_invalid(f"{f}.count", count, "must be greater than zero"))
+    else:
+        errs.append((f"{f}.allocationMode", f'Unsupported value: {go_value(mode)}: supported values: "All", '
+                                            '"ExactCount"'))
+    return errs
+
+
+def validate_claim_spec(spec, f):
+    devices = spec.get("devices") if isinstance(spec, dict) else None
+    reqs = (devices or {}).get("requests") or []
+    if len(reqs) > DeviceRequestsMaxSize:
+        return [(f"{f}.devices.requests", f"Too many: {len(reqs)}: must have at most {DeviceRequestsMaxSize} items")]
+    errs, seen = [], set()
+    for i, r in enumerate(reqs):
+        rf = f"{f}.devices.requests[{i}]"
+        name = _str(r.get("name"))
+        errs += _dns_label(name, f"{rf}.name") if name else [_required(f"{rf}.name")]
+        has_exact, has_first = r.get("exactly") is not None, bool(r.get("firstAvailable"))
+        if not has_exact and not has_first:
+            errs.append(_required(rf, "exactly one of `exactly` or `firstAvailable` is required"))
+        elif has_exact and has_first:
+            errs.append((rf, "Invalid value: null: exactly one of `exactly` or `firstAvailable` is required, but "
+                             "multiple fields are set"))
+        elif has_exact:
+            errs += _validate_sub_request(r["exactly"], f"{rf}.exactly")
+        else:
+            subs = set()
+            for j, s in enumerate(r["firstAvailable"]):
+                sf = f"{rf}.firstAvailable[{j}]"
+                sn = _str(s.get("name"))
+                errs += _dns_label(sn, f"{sf}.name") if sn else [_required(f"{sf}.name")]
+                errs += _validate_sub_request(s, sf)
+                if sn in subs:
+                    errs.append((sf, f"Duplicate value: {go_value(sn)}"))
+                subs.add(sn)
+        if name in seen:
+            errs.append((rf, f"Duplicate value: {go_value(name)}"))
+        seen.add(name)
+    names = _request_names(spec)
+    for i, c in enumerate((devices or {}).get("constraints") or []):
+        for j, n in enumerate(c.get("requests") or []):
+            errs += _request_ref(n, f"{f}.devices.constraints[{i}].requests[{j}]", names)
+    for i, c in enumerate((devices or {}).get("config") or []):
+        for j, n in enumerate(c.get("requests") or []):
+            errs += _request_ref(n, f"{f}.devices.config[{i}].requests[{j}]", names)
+        if not isinstance(c.get("opaque"), dict):
+            errs.append(_required(f"{f}.devices.config[{i}].opaque"))
+        else:
+            errs += _driver_name(c["opaque"].get("driver"), f"{f}.devices.config[{i}].opaque.driver")
+    return errs
+
+
+def _validate_conditions(conds, f):
+    errs, seen = [], set()
+    for i, c in enumerate(conds):
+        cf = f"{f}[{i}]"
+        t = _str(c.get("type"))
+        if t in seen:
+            errs.append((f"{cf}.type", f"Duplicate value: {go_value(t)}"))
+        seen.add(t)
+        for m in _qualified_name_msgs(t):
+            errs.append(_invalid(f"{cf}.type", t, m))
+        if c.get("status") not in ("False", "True", "Unknown"):
+            errs.append((f"{cf}.status", f'Unsupported value: {go_value(_str(c.get("status")))}: supported values: '
+                                         '"False", "True", "Unknown"'))
+        if isinstance(c.get("observedGeneration"), int) and c["observedGeneration"] < 0:
+            errs.append(_invalid(f"{cf}.observedGeneration", c["observedGeneration"],
+                                 "must be greater than or equal to zero"))
+        if not c.get("lastTransitionTime") or parse_time(c["lastTransitionTime"]) is None:
+            errs.append(_required(f"{cf}.lastTransitionTime"))
+        reason = _str(c.get("reason"))
+        if not reason:
+            errs.append(_required(f"{cf}.reason"))
+        else:
+            if not _CONDITION_REASON.match(reason):
+                errs.append(_invalid(f"{cf}.reason", reason, _regex_error(
+                    "a condition reason must start with alphabetic character, optionally followed by a string of "
+                    "alphanumeric characters or '_,:', and must end with an alphanumeric character or '_'",
+                    "[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?", "my_name", "MY_NAME", "MyName", "ReasonA,ReasonB",
+                    "ReasonA:ReasonB")))
+            if len(reason) > 1024:
+                errs.append(_too_long(f"{cf}.reason", 1024))
+        if len(_str(c.get("message"))) > 32 * 1024:
+            errs.append(_too_long(f"{cf}.message", 32 * 1024))
+    return errs
+
+
+def _valid_interface_address(value):
+    """validation.IsValidInterfaceAddress: None when valid, else the error detail."""
+    import ipaddress
+    try:
+        iface = ipaddress.ip_interface(value) if "/" in value else None
+    except ValueError:
+        iface = None
+    if iface is None:
+        return "must be a valid address in CIDR form, (e.g. 10.9.8.7/24 or 2001:db8::1/64)"
+    canonical = f"{iface.ip}/{iface.network.prefixlen}"
+    if value != canonical:
+        return f'must be in canonical form ("{canonical}")'
+    return None
+
+
+def _validate_device_status(d, f, allocated):
+    errs = []
+    errs += _driver_name(d.get("driver"), f"{f}.driver")
+    errs += _pool_name(d.get("pool"), f"{f}.pool")
+    errs += _device_name(d.get("device"), f"{f}.device")
+    if d.get("shareID") is not None and not _UUID.match(_str(d.get("shareID"))):
+        errs.append(_invalid(f"{f}.shareID", d.get("shareID"), "uid must be in RFC 4122 normalized form, "
+                                                             "`xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx` with lowercase "
+                                                             "hexadecimal characters"))
+    sid = _shared_device_id(d)
+    if canon_json(sid) not in allocated:
+        errs.append(_invalid(f, sid, "must be an allocated device in the claim"))
+    conds = d.get("conditions") or []
+    if len(conds) > AllocatedDeviceStatusMaxConditions:
+        errs.append((f"{f}.conditions", f"Too many: {len(conds)}: must have at most "
+                                        f"{AllocatedDeviceStatusMaxConditions} items"))
+    errs += _validate_conditions(conds, f"{f}.conditions")
+    if "data" in d:
+        raw = json.dumps(d["data"], separators=(",", ":"))
+        if len(raw) > AllocatedDeviceStatusDataMaxLength:
+            errs.append(_too_long(f"{f}.data", AllocatedDeviceStatusDataMaxLength))
+        elif not isinstance(d["data"], dict):
+            errs.append(_invalid(f"{f}.data", "<value omitted>", "must be a valid JSON object"))
+    nd = d.get("networkData")
+    if isinstance(nd, dict):
+        nf = f"{f}.networkData"
+        if len(_str(nd.get("interfaceName")).encode()) > NetworkDeviceDataInterfaceNameMaxLength:
+            errs.append(_too_long(f"{nf}.interfaceName", NetworkDeviceDataInterfaceNameMaxLength))
+        if len(_str(nd.get("hardwareAddress")).encode()) > NetworkDeviceDataHardwareAddressMaxLength:
+            errs.append(_too_long(f"{nf}.hardwareAddress", NetworkDeviceDataHardwareAddressMaxLength))
+        ips = nd.get("ips") or []
+        if len(ips) > NetworkDeviceDataMaxIPs:
+            errs.append((f"{nf}.ips", f"Too many: {len(ips)}: must have at most {NetworkDeviceDataMaxIPs} items"))
+        else:
+            seen = set()
+            for i, ip in enumerate(ips):
+                problem = _valid_interface_address(_str(ip))
+                if problem:
+                    errs.append(_invalid(f"{nf}.ips[{i}]", ip, problem))
+                if ip in seen:
+                    errs.append((f"{nf}.ips[{i}]", f"Duplicate value: {go_value(ip)}"))
+                seen.add(ip)
+    return errs
+
+
+def validate_claim_status(status, old_status, deleted, spec):
+    """validateResourceClaimStatusUpdate"""
+    status, old_status = status or {}, old_status or {}
+    errs = []
+    reserved = status.get("reservedFor") or []
+    if len(reserved) > ResourceClaimReservedForMaxSize:
+        errs.append(("status.reservedFor", f"Too many: {len(reserved)}: must have at most "
+                                           f"{ResourceClaimReservedForMaxSize} items"))
+    else:
+        uids = set()
+        for i, r in enumerate(reserved):
+            for k in ("resource", "name", "uid"):
+                if not _str(r.get(k)):
+                    errs.append(_required(f"status.reservedFor[{i}].{k}"))
+            if r.get("uid") in uids:
+                errs.append((f"status.reservedFor[{i}]", f"Duplicate value: {go_value(r.get('uid'))}"))
+            uids.add(r.get("uid"))
+    alloc = status.get("allocation")
+    allocated = set()
+    for r in ((alloc or {}).get("devices") or {}).get("results") or []:
+        if isinstance(r, dict):
+            allocated.add(canon_json(_shared_device_id(r)))
+    seen = set()
+    for i, d in enumerate(status.get("devices") or []):
+        errs += _validate_device_status(d, f"status.devices[{i}]", allocated)
+        sid = canon_json(_shared_device_id(d))
+        if sid in seen:
+            errs.append((f"status.devices[{i}]", f"Duplicate value: {go_value(_shared_device_id(d))}"))
+        seen.add(sid)
+    if reserved:
+        if alloc is None:
+            errs.append(("status.reservedFor", "Forbidden: may not be specified when `allocated` is not set"))
+        elif deleted:
+            old_uids = {r.get("uid") for r in old_status.get("reservedFor") or []}
+            if any(r.get("uid") not in old_uids for r in reserved):
+                errs.append(("status.reservedFor", "Forbidden: new entries may not be added while "
+                                                   "`deallocationRequested` or `deletionTimestamp` are set"))
+    old_alloc = old_status.get("allocation")
+    if old_alloc is not None and alloc is not None:
+        if canon_json(old_alloc) != canon_json(alloc):
+            errs.append(_invalid("status.allocation", alloc, "field is immutable"))
+    elif alloc is not None:
+        results = (alloc.get("devices") or {}).get("results") or []
+        if len(results) > AllocationResultsMaxSize:
+            errs.append(("status.allocation.devices.results", f"Too many: {len(results)}: must have at most "
+                                                              f"{AllocationResultsMaxSize} items"))
+        names = _request_names(spec)
+        for i, r in enumerate(results):
+            rf = f"status.allocation.devices.results[{i}]"
+            errs += _request_ref(r.get("request"), f"{rf}.request", names)
+            errs += _driver_name(r.get("driver"), f"{rf}.driver")
+            errs += _pool_name(r.get("pool"), f"{rf}.pool")
+            errs += _device_name(r.get("device"), f"{rf}.device")
+    return errs
+
+
+def _validate_attribute(a, f):
+    errs, n = [], 0
+    for k in ("int", "bool", "string", "version"):
+        if k in a:
+            n += 1
+    if "string" in a and len(_str(a["string"]).encode()) > DeviceAttributeMaxValueLength:
+        errs.append(_too_long(f"{f}.string", DeviceAttributeMaxValueLength))
+    if "version" in a:
+        if not _SEMVER.match(_str(a["version"])):
+            errs.append(_invalid(f"{f}.version", a["version"],
+                                 "must be a string compatible with semver.org spec 2.0.0"))
+        if len(_str(a["version"]).encode()) > DeviceAttributeMaxValueLength:
+            errs.append(_too_long(f"{f}.version", DeviceAttributeMaxValueLength))
+    if n == 0:
+        errs.append(_invalid(f, "", "exactly one value must be specified"))
+    elif n > 1:
+        errs.append(_invalid(f, a, "exactly one value must be specified"))
+    return errs
+
+
+def _validate_qualified_name(name, f):
+    parts = name.split("/")
+    errs = []
+    if len(parts) > 2:
+        return [_invalid(f, name, "must not contain more than one slash")]
+    ident = parts[-1]
+    if len(parts) == 2:
+        if not parts[0]:
+            errs.append(_invalid(f, "", "the domain must not be empty"))
+        else:
+            errs += _driver_name(parts[0], f)
+        if not ident:
+            errs.append(_invalid(f, "", "the name must not be empty"))
+            return errs
+    if len(ident) > 32:
+        errs.append(_too_long(f, 32))
+    if not _C_IDENTIFIER.match(ident):
+        errs.append(_invalid(f, ident, _regex_error("a valid C identifier must start with alphabetic character or "
+                                                    "'_', followed by a string of alphanumeric characters or '_'",
+                                                    "[A-Za-z_][A-Za-z0-9_]*", "my_name", "MY_NAME", "MyName")))
+    return errs
+
+
+def validate_slice_spec(spec, old_spec):
+    errs = []
+    spec = spec if isinstance(spec, dict) else {}
+    errs += _driver_name(spec.get("driver"), "spec.driver")
+    pool = spec.get("pool") if isinstance(spec.get("pool"), dict) else {}
+    errs += _pool_name(pool.get("name"), "spec.pool.name")
+    if (pool.get("resourceSliceCount") or 0) <= 0:
+        errs.append(_invalid("spec.pool.resourceSliceCount", pool.get("resourceSliceCount") or 0,
+                             "must be greater than zero"))
+    if (pool.get("generation") or 0) < 0:
+        errs.append(_invalid("spec.pool.generation", pool["generation"], "must be greater than or equal to zero"))
+    if old_spec is not None:
+        for f, new, old in (("spec.pool.name", pool.get("name"), (old_spec.get("pool") or {}).get("name")),
+                            ("spec.driver", spec.get("driver"), old_spec.get("driver")),
+                            ("spec.nodeName", spec.get("nodeName"), old_spec.get("nodeName"))):
+            if new != old:
+                errs.append(_invalid(f, new, "field is immutable"))
+    set_fields = []
+    if "nodeName" in spec:
+        if spec["nodeName"]:
+            set_fields.append("`nodeName`")
+            errs += _dns_subdomain(_str(spec["nodeName"]), "spec.nodeName")
+        else:
+            errs.append(_invalid("spec.nodeName", spec["nodeName"],
+                                 "must be either unset or set to a non-empty string"))
+    if "nodeSelector" in spec:
+        set_fields.append("`nodeSelector`")
+        if len((spec["nodeSelector"] or {}).get("nodeSelectorTerms") or []) != 1:
+            errs.append(_invalid("spec.nodeSelector.nodeSelectorTerms",
+                                 (spec["nodeSelector"] or {}).get("nodeSelectorTerms"),
+                                 "must have exactly one node selector term"))
+    for k in ("allNodes", "perDeviceNodeSelection"):
+        if k in spec:
+            if spec[k] is True:
+                set_fields.append(f"`{k}`")
+            else:
+                errs.append(_invalid(f"spec.{k}", spec[k], "must be either unset or set to true"))
+    which = "exactly one of `nodeName`, `nodeSelector`, `allNodes`, `perDeviceNodeSelection` is required"
+    if not set_fields:
+        errs.append(_required("spec", which))
+    elif len(set_fields) > 1:
+        errs.append(_invalid("spec", "{" + ", ".join(set_fields) + "}", which + ", but multiple fields are set"))
+    if spec.get("sharedCounters") is not None and spec.get("devices") is not None:
+        errs.append(_invalid("spec", "", "only one of `sharedCounters` or `devices` is allowed"))
+    devices = spec.get("devices") or []
+    if len(devices) > ResourceSliceMaxDevices:
+        errs.append(("spec.devices", f"Too many: {len(devices)}: must have at most {ResourceSliceMaxDevices} items"))
+        return errs
+    names = set()
+    for i, d in enumerate(devices):
+        df = f"spec.devices[{i}]"
+        errs += _device_name(d.get("name"), f"{df}.name")
+        for key in sorted(d.get("attributes") or {}):
+            errs += _validate_qualified_name(key, f"{df}.attributes")
+            errs += _validate_attribute(d["attributes"][key], f"{df}.attributes[{key}]")
+        for key in sorted(d.get("capacity") or {}):
+            errs += _validate_qualified_name(key, f"{df}.capacity")
+        if d.get("name") in names:
+            errs.append((df, f"Duplicate value: {go_value(d.get('name'))}"))
+        names.add(d.get("name"))
+        if not spec.get("perDeviceNodeSelection") and any(k in d for k in ("nodeName", "nodeSelector", "allNodes")):
+            errs.append((df, "Invalid value: null: `nodeName`, `nodeSelector` and `allNodes` can only be set if "
+                             "`perDeviceNodeSelection` is set to true in the ResourceSlice spec"))
+    return errs
+
+
+def validate_class_spec(spec):
+    errs = []
+    for i, s in enumerate((spec or {}).get("selectors") or []):
+        if not isinstance(s.get("cel"), dict):
+            errs.append(_required(f"spec.selectors[{i}].cel"))
+        elif not _str(s["cel"].get("expression")):
+            errs.append(_required(f"spec.selectors[{i}].cel.expression"))
+    for i, c in enumerate((spec or {}).get("config") or []):
+        if not isinstance(c.get("opaque"), dict):
+            errs.append(_required(f"spec.config[{i}].opaque"))
+        else:
+            errs += _driver_name(c["opaque"].get("driver"), f"spec.config[{i}].opaque.driver")
+    return errs
+
+
+def dra_validate(res, obj, old, sub):
+    """The resource's Validate / ValidateUpdate (status: ValidateResourceClaimStatusUpdate); raises 422."""
+    p, errs = res.plural, []
+    if p == "resourceclaims":
+        if sub == "status":
+            errs = validate_claim_status(obj.get("status"), (old or {}).get("status"),
+                                         bool(obj["metadata"].get("deletionTimestamp")), obj.get("spec"))
+        elif old is None:
+            errs = validate_claim_spec(obj.get("spec"), "spec")
+        elif canon_json(obj.get("spec")) != canon_json(old.get("spec")):
+            errs = [_invalid("spec", obj.get("spec"), "field is immutable")]
+    elif p == "resourceclaimtemplates":
+        if old is None:
+            errs = validate_claim_spec((obj.get("spec") or {}).get("spec"), "spec.spec")
+        elif canon_json(obj.get("spec")) != canon_json(old.get("spec")):
+            errs = [_invalid("spec", obj.get("spec"), "field is immutable")]
+    elif p == "resourceslices":
+        errs = validate_slice_spec(obj.get("spec"), (old or {}).get("spec") if old else None)
+    elif p == "deviceclasses":
+        errs = validate_class_spec(obj.get("spec"))
+    if errs:
+        raise invalid(res, obj["metadata"].get("name", ""), errs)
+
+
+def dra_selectable_fields(res, minor):
+    """The field selectors the real server converts for the kind (the others are 400 BadRequest)."""
+    if res.plural == "resourceslices":
+        fields = ["metadata.name", "spec.nodeName", "spec.driver"]
+        if minor >= 37:            # the pool-name selector is new in Kubernetes 1.37
+            fields.append("spec.pool.name")
+        return fields, (lambda k: f"field label not supported for {res.gv}, Kind={res.kind}: {k}")
+    return ["metadata.name", "metadata.namespace"], \
+        (lambda k: f'"{k}" is not a known field selector: only "metadata.name", "metadata.namespace"')
+
+
+def claim_state(o):
+    """resourceClaimState() of the kubectl printers."""
+    st = o.get("status") or {}
+    deleted = bool(o["metadata"].get("deletionTimestamp"))
+    states = ["deleted"] if deleted else []
+    if st.get("allocation") is None:
+        if not deleted:
+            states.append("pending")
+    else:
+        states.append("allocated")
+        if st.get("reservedFor"):
+            states.append("reserved")
+    return ",".join(states)
+
+
 # --------------------------------------------------------------------------------------------- resources
 
 
 class Resource:
     def __init__(self, group, version, plural, kind, namespaced, singular="", short=(), categories=(),
-                 status=False, custom=False, schema=None, columns=None, list_kind=None, crd=None):
+                 status=False, custom=False, schema=None, columns=None, list_kind=None, crd=None, managed=False,
+                 generation=False):
         self.group, self.version, self.plural, self.kind = group, version, plural, kind
         self.namespaced, self.singular, self.short, self.categories = namespaced, singular, list(short), list(categories)
         self.status, self.custom, self.schema, self.columns = status, custom, schema, columns
         self.list_kind = list_kind or kind + "List"
         self.crd = crd
+        self.managed = managed          # metadata.managedFields tracked, server-side apply served
+        self.generation = generation    # metadata.generation starts at 1 and counts spec changes
+
+    @property
+    def dra(self):
+        return self.group == DRA_GROUP and not self.custom
 
     @property
     def gv(self):
@@ -665,6 +1963,14 @@ def builtin_resources():
         Resource("events.k8s.io", "v1", "events", "Event", True, "event", ["ev"]),
         Resource("apiextensions.k8s.io", "v1", "customresourcedefinitions", "CustomResourceDefinition", False,
                  "customresourcedefinition", ["crd", "crds"], ["api-extensions"], status=True),
+        Resource(DRA_GROUP, "v1", "deviceclasses", "DeviceClass", False, "deviceclass", managed=True,
+                 generation=True),
+        Resource(DRA_GROUP, "v1", "resourceclaims", "ResourceClaim", True, "resourceclaim", status=True,
+                 managed=True),
+        Resource(DRA_GROUP, "v1", "resourceclaimtemplates", "ResourceClaimTemplate", True, "resourceclaimtemplate",
+                 managed=True),
+        Resource(DRA_GROUP, "v1", "resourceslices", "ResourceSlice", False, "resourceslice", managed=True,
+                 generation=True),
     ]
 
 
@@ -975,8 +2281,9 @@ class State:
         return (None, ns) in self.objects[("", "namespaces")]
 
     # ---- validation
-    def validate(self, res, obj, q):
-        """Returns warnings; raises ApiError on invalid objects."""
+    def validate(self, res, obj, q, old=None, sub=None):
+        """Returns warnings; raises ApiError on invalid objects. old: the stored object on updates; sub: "status"
+        for the status subresource."""
         md = obj.get("metadata")
         name = md.get("name", "")
         for f in ("annotations", "labels"):
@@ -1027,6 +2334,10 @@ class State:
                                            f'Invalid value: "{io_ns}": does not match event.namespace')])
         if res.plural == "customresourcedefinitions":
             self.validate_crd(res, obj)
+        if res.dra:
+            warnings += dra_decode_check(res, obj, q)
+            dra_prepare(res, obj, old, sub)
+            dra_validate(res, obj, old, sub)
         return warnings
 
     def validate_crd(self, res, crd):
@@ -1061,7 +2372,7 @@ class State:
     # ---- CRUD
     def _defaults_on_create(self, res, obj):
         md = obj["metadata"]
-        if res.custom or res.plural == "customresourcedefinitions":
+        if res.custom or res.plural == "customresourcedefinitions" or res.generation:
             md["generation"] = 1
         if res.plural == "namespaces" and not res.group:
             obj.setdefault("spec", {})["finalizers"] = ["kubernetes"]
@@ -1077,7 +2388,7 @@ class State:
                 obj["status"] = {"phase": "Pending", "qosClass": "BestEffort"}
         elif res.plural == "customresourcedefinitions":
             self._crd_status(obj, None)
-        elif res.status:
+        elif res.status and not res.dra:
             obj.pop("status", None)
 
     def _crd_status(self, crd, old):
@@ -1111,7 +2422,9 @@ class State:
             raise bad_request("metadata must be an object")
         return md
 
-    def create(self, res, ns, obj, q):
+    def create(self, res, ns, obj, q, manager=None, managed=None):
+        """manager: the request's field manager; managed: the ManagedFields to record instead of an Update entry
+        (server-side apply creating the object)."""
         md = self.check_body_header(res, obj)
         dry = q.get("dryRun") == "All"
         if not md.get("name") and md.get("generateName"):
@@ -1138,6 +2451,13 @@ class State:
             for k in ("deletionTimestamp", "deletionGracePeriodSeconds", "generation", "managedFields", "selfLink"):
                 md.pop(k, None)
             self._defaults_on_create(res, obj)
+            if res.managed:
+                if managed is None:
+                    managed = ManagedFields()
+                    managed.update(manager, res.gv, None, {}, field_scope(obj, None), self.list_types(res))
+                md["managedFields"] = managed.encode()
+                if not md["managedFields"]:
+                    del md["managedFields"]
             if dry:
                 md["resourceVersion"] = str(self.rv)
                 return self.out(res, obj), warnings
@@ -1156,16 +2476,32 @@ class State:
                 raise not_found(res, name)
             return obj
 
+    def list_types(self, res):
+        """The `+listType=map|set` lists of the resource (server-side apply merges them by key)."""
+        return dra_list_types(res) if res.dra else COMMON_LIST_TYPES
+
+    def check_field_selector(self, res, reqs):
+        """The real server converts field selectors per kind and rejects the ones it cannot (400); done for the
+        DRA kinds, the other resources accept any path."""
+        if not res.dra:
+            return
+        allowed, message = dra_selectable_fields(res, self.args.minor)
+        for _, k, _ in reqs:
+            if k not in allowed:
+                raise bad_request(message(k))
+
     def list(self, res, ns, q):
         lsel = parse_label_selector(q.get("labelSelector"))
         fsel = parse_field_selector(q.get("fieldSelector"))
+        self.check_field_selector(res, fsel)
         with self.lock:
             items = [o for (ons, _), o in sorted(self.objects[res.skey].items(), key=lambda kv: (kv[0][0] or "", kv[0][1]))
                      if (ns is None or ons == ns) and label_match(lsel, o) and field_match(fsel, o)]
             return [copy.deepcopy(o) for o in items], str(self.rv)
 
-    def update(self, res, ns, name, body, sub, q, patch_base=None):
-        """PUT semantics (also used by PATCH with the patched object). Returns (status code, object, warnings)."""
+    def update(self, res, ns, name, body, sub, q, patch_base=None, manager=None):
+        """PUT semantics (also used by PATCH with the patched object). Returns (status code, object, warnings).
+        manager: the field manager recorded in metadata.managedFields (managed resources only)."""
         md = self.check_body_header(res, body)
         dry = q.get("dryRun") == "All"
         with self.lock:
@@ -1213,15 +2549,17 @@ class State:
                     nmd.pop(k, None)
             nmd["resourceVersion"] = cmd["resourceVersion"]
             new["apiVersion"], new["kind"] = res.gv, res.kind
-            warnings = self.validate(res, new, q)
+            warnings = self.validate(res, new, q, old=cur, sub=sub)
             if res.plural == "customresourcedefinitions":
                 self._crd_status(new, cur)
-            if res.custom or res.plural == "customresourcedefinitions":
+            if res.custom or res.plural == "customresourcedefinitions" or res.generation:
                 def spec_of(o):
                     return {k: v for k, v in o.items() if k not in ("metadata", "status", "apiVersion", "kind")}
                 if spec_of(new) != spec_of(cur):
                     nmd["generation"] = cmd.get("generation", 1) + 1
-            if strip_volatile(new) == strip_volatile(cur):
+            if res.managed:
+                self._track_update(res, cur, new, md, sub, manager)
+            if strip_volatile(new) == strip_volatile(cur) and managed_signature(new) == managed_signature(cur):
                 return 200, self.out(res, cur), warnings
             if dry:
                 return 200, self.out(res, new), warnings
@@ -1235,13 +2573,15 @@ class State:
             self.save()
             return 200, self.out(res, new), warnings
 
-    def patch(self, res, ns, name, raw, ctype, sub, q):
+    def patch(self, res, ns, name, raw, ctype, sub, q, manager=None):
         ctype = (ctype or "").split(";")[0].strip().lower()
         accepted = "application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml"
         if ctype == "application/strategic-merge-patch+json" and res.custom:
             raise ApiError(415, "UnsupportedMediaType",
                            f"the body of the request was in an unknown format - accepted media types include: {accepted}")
         if ctype == "application/apply-patch+yaml":
+            if res.managed:
+                return self.apply(res, ns, name, raw, sub, q)
             raise ApiError(415, "UnsupportedMediaType", "server-side apply is not supported by the Plexus test server")
         if ctype not in ("application/merge-patch+json", "application/strategic-merge-patch+json",
                          "application/json-patch+json"):
@@ -1271,7 +2611,110 @@ class State:
             nrv = (new.get("metadata") or {}).get("resourceVersion")
             if nrv and nrv != cur["metadata"]["resourceVersion"]:
                 raise conflict(res, name)
-            return self.update(res, ns, name, new, sub, q)
+            return self.update(res, ns, name, new, sub, q, manager=manager)
+
+    def _track_update(self, res, cur, new, body_md, sub, manager):
+        """metadata.managedFields of `new` after an update/patch by `manager`. On the main resource a request may
+        replace the managed fields (an empty list resets them); on a subresource the stored ones are kept."""
+        managed = ManagedFields.of(cur)
+        if not sub and isinstance(body_md, dict) and "managedFields" in body_md:
+            given = body_md["managedFields"]
+            if given == [] or given == [{}]:
+                managed = ManagedFields()
+            else:
+                try:
+                    decoded = ManagedFields.decode(given)
+                    if decoded.entries:
+                        managed = decoded
+                except (ValueError, TypeError, AttributeError):
+                    pass
+        managed.update(manager, res.gv, sub, field_scope(cur, sub), field_scope(new, sub), self.list_types(res))
+        self._set_managed(new, managed)
+
+    @staticmethod
+    def _set_managed(obj, managed):
+        encoded = managed.encode()
+        if encoded:
+            obj["metadata"]["managedFields"] = encoded
+        else:
+            obj["metadata"].pop("managedFields", None)
+
+    def apply(self, res, ns, name, raw, sub, q):
+        """Server-side apply (PATCH application/apply-patch+yaml) on the resource or its status subresource.
+        Returns (status code, object, warnings); 201 when the apply created the object."""
+        manager, force = q.get("fieldManager", ""), parse_bool(q.get("force", ""))
+        cfg = parse_apply_body(raw)
+        api_version = cfg.get("apiVersion") if isinstance(cfg.get("apiVersion"), str) else ""
+        if api_version != res.gv:
+            raise bad_request(f"Incorrect version specified in apply patch. Specified patch version: {api_version}, "
+                              f"expected: {res.gv}")
+        md = cfg.get("metadata")
+        if md is None:
+            md = cfg["metadata"] = {}
+        if not isinstance(md, dict):
+            raise bad_request("error decoding YAML: metadata must be an object")
+        if md.get("managedFields") is not None:
+            raise bad_request("metadata.managedFields must be nil")
+        kind = cfg.get("kind") if isinstance(cfg.get("kind"), str) else ""
+        gvk = f"{res.group}/{res.version}, Kind={kind}"
+        where = f"{md.get('namespace') or ''}/{md.get('name') or ''}; {gvk}"
+        problem = f"no corresponding type for {gvk}" if kind != res.kind else (
+            dra_typed_check(res, cfg) if res.dra else None)
+        if problem:        # a plain error in the real server: 500 without a reason
+            raise ApiError(500, None, f"failed to create typed patch object ({where}): {problem}")
+        lt = self.list_types(res)
+        with self.lock:
+            cur = self.objects[res.skey].get((ns if res.namespaced else None, name))
+            if cur is None:
+                if sub:
+                    raise not_found(res, name)
+                if md.get("uid"):
+                    raise ApiError(409, "Conflict", f'Operation cannot be fulfilled on {res.qualified} "{name}": uid '
+                                   f'mismatch: the provided object specified uid {md["uid"]}, and no existing object '
+                                   "was found", details_for(res, name))
+                managed = ManagedFields()
+                scope = managed.apply(manager, res.gv, None, {}, field_scope(cfg, None), force, lt)
+                self._check_applied_name(res, ns, name, md.get("name") or "", md.get("namespace"))
+                obj = replace_scope({"apiVersion": res.gv, "kind": res.kind, "metadata": {"name": name}}, scope, None)
+                if res.namespaced:
+                    obj["metadata"]["namespace"] = ns
+                created, warnings = self.create(res, ns, obj, q, managed=managed)
+                return 201, created, warnings
+            cmd = cur["metadata"]
+            if md.get("resourceVersion") and md["resourceVersion"] != cmd["resourceVersion"]:
+                raise conflict(res, name)
+            if md.get("uid") and md["uid"] != cmd["uid"]:
+                raise ApiError(409, "Conflict", f'Operation cannot be fulfilled on {res.qualified} "{name}": '
+                               f'Precondition failed: UID in precondition: {md["uid"]}, UID in object meta: '
+                               f'{cmd["uid"]}', details_for(res, name))
+            managed = ManagedFields.of(cur)
+            scope = managed.apply(manager, res.gv, sub, field_scope(cur, sub), field_scope(cfg, sub), force, lt)
+            self._check_applied_name(res, ns, name, md.get("name") or name, md.get("namespace"))
+            new = replace_scope(copy.deepcopy(cur), scope, sub)
+            warnings = self.validate(res, new, q, old=cur, sub=sub)
+            if res.generation:
+                def spec_of(o):
+                    return {k: v for k, v in o.items() if k not in ("metadata", "status", "apiVersion", "kind")}
+                if spec_of(new) != spec_of(cur):
+                    new["metadata"]["generation"] = cmd.get("generation", 1) + 1
+            self._set_managed(new, managed)
+            if strip_volatile(new) == strip_volatile(cur) and managed_signature(new) == managed_signature(cur):
+                return 200, self.out(res, cur), warnings
+            if q.get("dryRun") == "All":
+                return 200, self.out(res, new), warnings
+            new["metadata"]["resourceVersion"] = self.bump()
+            self.objects[res.skey][(ns if res.namespaced else None, name)] = new
+            self.emit("MODIFIED", res, new)
+            self.save()
+            return 200, self.out(res, new), warnings
+
+    @staticmethod
+    def _check_applied_name(res, ns, name, obj_name, obj_ns):
+        """checkName() on the applied object: 400 when its name or namespace differ from the URL's."""
+        if obj_name != name:
+            raise bad_request(f"the name of the object ({obj_name}) does not match the name on the URL ({name})")
+        if res.namespaced and obj_ns and obj_ns != ns:
+            raise bad_request(f"the namespace of the object ({obj_ns}) does not match the namespace on the URL ({ns})")
 
     def _remove(self, res, ns, name):
         key = (ns if res.namespaced else None, name)
@@ -1453,6 +2896,29 @@ class State:
                 t = parse_time(last)
                 return [human_duration(now - t) if t else "<unknown>", o.get("type", ""), o.get("reason", ""),
                         f"{(io.get('kind') or '').lower()}/{io.get('name', '')}", o.get("message") or o.get("note", "")]
+        elif res.dra and res.plural == "resourceclaims":
+            cols += [("State", "string", "", "A summary of the current state (allocated, pending, reserved, etc.).", 0),
+                     ("Age", "string", "", "CreationTimestamp", 0)]
+
+            def cells(o):
+                return [o["metadata"]["name"], claim_state(o), age_of(o)]
+        elif res.dra and res.plural == "resourceslices":
+            cols += [("Node", "string", "", "NodeName identifies the node which provides the resources in this "
+                                            "pool.", 0),
+                     ("Driver", "string", "", "Driver identifies the DRA driver providing the capacity "
+                                              "information.", 0),
+                     ("Pool", "string", "", "Name is used to identify the pool.", 0),
+                     ("Age", "string", "", "CreationTimestamp", 0)]
+
+            def cells(o):
+                sp = o.get("spec") or {}
+                return [o["metadata"]["name"], sp.get("nodeName") or "", sp.get("driver") or "",
+                        (sp.get("pool") or {}).get("name") or "", age_of(o)]
+        elif res.dra:
+            cols += [("Age", "string", "", "CreationTimestamp", 0)]
+
+            def cells(o):
+                return [o["metadata"]["name"], age_of(o)]
         elif res.plural == "customresourcedefinitions":
             cols += [("Created At", "date", "", "CreationTimestamp", 0)]
 
@@ -1929,14 +3395,20 @@ class Handler(BaseHTTPRequestHandler):
                                        "items": [st.out(res, o, in_list=True) for o in items]})
         if verb == "watch":
             return self.watch(res, ns, q, tv, include)
+        manager = q.get("fieldManager") or prefix_from_user_agent(self.headers.get("User-Agent", ""))
         if verb == "create":
-            obj, warn = st.create(res, ns, self.parse_json_body(res), q)
+            validate_write_options("CreateOptions", q)
+            obj, warn = st.create(res, ns, self.parse_json_body(res), q, manager=manager)
             return self.send_obj(201, obj, headers=self.warning_headers(warn))
         if verb == "update":
-            code, obj, warn = st.update(res, ns, name, self.parse_json_body(res), sub, q)
+            validate_write_options("UpdateOptions", q)
+            code, obj, warn = st.update(res, ns, name, self.parse_json_body(res), sub, q, manager=manager)
             return self.send_obj(code, obj, headers=self.warning_headers(warn))
         if verb == "patch":
-            code, obj, warn = st.patch(res, ns, name, self.body, self.headers.get("Content-Type"), sub, q)
+            ctype = self.headers.get("Content-Type")
+            applying = (ctype or "").split(";")[0].strip().lower() == "application/apply-patch+yaml"
+            validate_write_options("PatchOptions", q, apply=applying, require_manager=res.managed)
+            code, obj, warn = st.patch(res, ns, name, self.body, ctype, sub, q, manager=manager)
             return self.send_obj(code, obj, headers=self.warning_headers(warn))
         if verb == "delete":
             opts = json.loads(self.body) if self.body.strip() else {}
@@ -1953,7 +3425,9 @@ class Handler(BaseHTTPRequestHandler):
 
     @staticmethod
     def warning_headers(warnings):
-        return [("Warning", f'299 - "{w}"') for w in warnings or []]
+        """RFC 7234 warn-text is a quoted-string: quotes and backslashes are escaped (as the apiserver does)."""
+        return [("Warning", '299 - "' + w.replace("\\", "\\\\").replace('"', '\\"') + '"')
+                for w in warnings or []]
 
     # ---- watch
     def write_chunk(self, data):
@@ -1974,6 +3448,7 @@ class Handler(BaseHTTPRequestHandler):
         st = self.server.state
         lsel = parse_label_selector(q.get("labelSelector"))
         fsel = parse_field_selector(q.get("fieldSelector"))
+        st.check_field_selector(res, fsel)
         rvq = q.get("resourceVersion", "")
         try:
             timeout = float(q.get("timeoutSeconds") or self.server.args.watch_timeout)

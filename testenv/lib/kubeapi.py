@@ -39,6 +39,8 @@ SERVER = Path(__file__).resolve().parents[1] / "apiserver" / "server.py"
 REPO = Path(__file__).resolve().parents[2]
 NAD_CRD_DIR = REPO / "crds"
 NAD_GROUP, NAD_VERSION, NAD_PLURAL = "k8s.cni.cncf.io", "v1", "network-attachment-definitions"
+DRA_GROUP, DRA_VERSION = "resource.k8s.io", "v1"
+DRA_API = f"/apis/{DRA_GROUP}/{DRA_VERSION}"
 KUBECTL = shutil.which("kubectl")
 HELPER_UA = "plexus-testenv/kubeapi"
 
@@ -444,6 +446,136 @@ class KubeAPI:
     def events(self, ns=None):
         path = f"/api/v1/namespaces/{ns}/events" if ns else "/api/v1/events"
         return self.api("GET", path)["items"]
+
+    # ------------------------------------------------------------------ DRA (resource.k8s.io/v1)
+    @staticmethod
+    def device_attributes(attrs):
+        """{name: value} -> ResourceSlice device attributes: str -> {"string"}, bool -> {"bool"}, int -> {"int"};
+        a dict is taken as it is (e.g. {"version": "1.2.3"})."""
+        out = {}
+        for k, v in (attrs or {}).items():
+            if isinstance(v, dict):
+                out[k] = dict(v)
+            elif isinstance(v, bool):
+                out[k] = {"bool": v}
+            elif isinstance(v, int):
+                out[k] = {"int": v}
+            else:
+                out[k] = {"string": str(v)}
+        return out
+
+    def server_side_apply(self, path, obj, field_manager, *, force=False, ok=(200, 201)):
+        """PATCH application/apply-patch+yaml (the body is JSON) with ?fieldManager= (and force=true). Returns the
+        object, or (status, body) with ok=None."""
+        query = f"?fieldManager={quote(field_manager)}" + ("&force=true" if force else "")
+        return self.api("PATCH", path + query, obj, content_type="application/apply-patch+yaml", ok=ok)
+
+    def apply_resource_slice(self, node, driver, pool, devices, *, name=None, generation=1, slice_count=1,
+                             field_manager="plexus-testenv", labels=None):
+        """Server-side apply a ResourceSlice for `node` (None: allNodes) as a DRA driver publishes it. devices: list
+        of (name, {attribute: value}) (see device_attributes()) or Device dicts. Returns the stored slice."""
+        name = name or re.sub(r"[^a-z0-9.-]+", "-", f"{node or 'all'}-{driver}-{pool}".lower()).strip("-.")
+        devs = [d if isinstance(d, dict) else {"name": d[0], **({"attributes": self.device_attributes(d[1])}
+                                                                if len(d) > 1 and d[1] else {})} for d in devices]
+        spec = {"driver": driver, "pool": {"name": pool, "generation": generation, "resourceSliceCount": slice_count}}
+        if node:
+            spec["nodeName"] = node
+        else:
+            spec["allNodes"] = True
+        spec["devices"] = devs
+        obj = {"apiVersion": f"{DRA_GROUP}/{DRA_VERSION}", "kind": "ResourceSlice", "metadata": {"name": name},
+               "spec": spec}
+        if labels:
+            obj["metadata"]["labels"] = dict(labels)
+        return self.server_side_apply(f"{DRA_API}/resourceslices/{quote(name)}", obj, field_manager, force=True)
+
+    def resource_slices(self, node=None, driver=None):
+        """ResourceSlices, filtered with the spec.nodeName / spec.driver field selectors."""
+        sel = ",".join(f"{k}={v}" for k, v in (("spec.nodeName", node), ("spec.driver", driver)) if v is not None)
+        return self.api("GET", f"{DRA_API}/resourceslices" + (f"?fieldSelector={quote(sel)}" if sel else ""))["items"]
+
+    def create_device_class(self, name, selectors=(), *, exist_ok=True):
+        """A DeviceClass; selectors: CEL expressions (e.g. 'device.driver == "net.example.com"')."""
+        obj = {"apiVersion": f"{DRA_GROUP}/{DRA_VERSION}", "kind": "DeviceClass", "metadata": {"name": name},
+               "spec": {"selectors": [{"cel": {"expression": e}} for e in selectors]} if selectors else {}}
+        st, data = self.api("POST", f"{DRA_API}/deviceclasses", obj, ok=None)
+        if st == 201 or (st == 409 and exist_ok):
+            return data
+        raise KubeAPIError(st, data, "POST", f"{DRA_API}/deviceclasses")
+
+    def create_resource_claim(self, ns, name, requests, *, create_namespace=True, labels=None):
+        """A ResourceClaim. requests: list of DeviceRequest dicts or (request name, device class name[, count])
+        tuples. Returns the stored claim (with the server's defaults)."""
+        if create_namespace:
+            self.create_namespace(ns)
+        reqs = []
+        for r in requests:
+            if isinstance(r, dict):
+                reqs.append(r)
+            else:
+                exactly = {"deviceClassName": r[1]}
+                if len(r) > 2:
+                    exactly["count"] = r[2]
+                reqs.append({"name": r[0], "exactly": exactly})
+        obj = {"apiVersion": f"{DRA_GROUP}/{DRA_VERSION}", "kind": "ResourceClaim",
+               "metadata": {"name": name, "namespace": ns}, "spec": {"devices": {"requests": reqs}}}
+        if labels:
+            obj["metadata"]["labels"] = dict(labels)
+        return self.api("POST", f"{DRA_API}/namespaces/{ns}/resourceclaims", obj)
+
+    def resource_claim(self, ns, name):
+        """The ResourceClaim as a dict, or None when it does not exist."""
+        st, data = self.api("GET", f"{DRA_API}/namespaces/{ns}/resourceclaims/{quote(name)}", ok=None)
+        if st == 404:
+            return None
+        if st != 200:
+            raise KubeAPIError(st, data, "GET", name)
+        return data
+
+    def allocate_claim(self, ns, name, results, *, node=None, reserved_for=None, field_manager="kube-scheduler"):
+        """Write status.allocation through /status as the DRA scheduler does (GET, then PUT; retried on 409).
+        results: DeviceRequestAllocationResult dicts or (request, driver, pool, device) tuples; node: adds the
+        allocation's nodeSelector for that node; reserved_for: [(pod name, pod uid)]. Returns the claim."""
+        res = [r if isinstance(r, dict) else {"request": r[0], "driver": r[1], "pool": r[2], "device": r[3]}
+               for r in results]
+        allocation = {"devices": {"results": res}}
+        if node:
+            allocation["nodeSelector"] = {"nodeSelectorTerms": [{"matchFields": [
+                {"key": "metadata.name", "operator": "In", "values": [node]}]}]}
+        path = f"{DRA_API}/namespaces/{ns}/resourceclaims/{quote(name)}/status?fieldManager={quote(field_manager)}"
+        for _ in range(10):
+            claim = self.resource_claim(ns, name)
+            if claim is None:
+                raise KubeAPIError(404, {"message": f"resourceclaim {ns}/{name} not found"}, "GET", name)
+            claim.setdefault("status", {})["allocation"] = allocation
+            if reserved_for:
+                claim["status"]["reservedFor"] = [{"resource": "pods", "name": p, "uid": u} for p, u in reserved_for]
+            st, data = self.api("PUT", path, claim, ok=None)
+            if st != 409:
+                if st != 200:
+                    raise KubeAPIError(st, data, "PUT", path)
+                return data
+        raise KubeAPIError(409, data, "PUT", path)
+
+    def apply_claim_device_status(self, ns, name, devices, field_manager, *, force=False, ok=(200,)):
+        """Server-side apply status.devices (AllocatedDeviceStatus dicts) on /status as `field_manager`, like a
+        DRA driver or Plexus. Returns the claim, or (status, body) with ok=None."""
+        obj = {"apiVersion": f"{DRA_GROUP}/{DRA_VERSION}", "kind": "ResourceClaim",
+               "metadata": {"name": name, "namespace": ns}, "status": {"devices": list(devices)}}
+        return self.server_side_apply(f"{DRA_API}/namespaces/{ns}/resourceclaims/{quote(name)}/status", obj,
+                                      field_manager, force=force, ok=ok)
+
+    def set_pod_claim_statuses(self, ns, pod, claims):
+        """Set the pod's status.resourceClaimStatuses (as the resourceclaim controller does): claims is a list of
+        (pod claim name, ResourceClaim name or None). Returns the pod."""
+        statuses = []
+        for pod_claim, claim in claims:
+            entry = {"name": pod_claim}
+            if claim is not None:
+                entry["resourceClaimName"] = claim
+            statuses.append(entry)
+        return self.api("PATCH", f"/api/v1/namespaces/{ns}/pods/{quote(pod)}/status",
+                        {"status": {"resourceClaimStatuses": statuses}}, content_type="application/merge-patch+json")
 
     # ------------------------------------------------------------------ kubectl
     def kubectl(self, *args, input=None, check=True, timeout=60, kubeconfig=None, request_timeout="20s"):
