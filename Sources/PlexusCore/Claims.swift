@@ -32,7 +32,8 @@ public struct KubernetesClaimDevices: ClaimDeviceSource {
     public let logger: Logger
     /// How long to wait between reads of a claim that is not allocated yet (doubling, at most 1 s); injected in tests.
     let sleep: (Int) -> Void
-    let deadline: () -> Int64
+    /// The bound on waiting for allocations, counted from the first read (after any readiness wait).
+    let deadlineSeconds: Double
 
     public init(api: any KubeAPI, podBox: PodObjectBox, logger: Logger, deadlineSeconds: Double,
                 sleep: @escaping (Int) -> Void = { Clock.sleep(milliseconds: $0) }) {
@@ -40,8 +41,7 @@ public struct KubernetesClaimDevices: ClaimDeviceSource {
         self.podBox = podBox
         self.logger = logger
         self.sleep = sleep
-        let end = Clock.deadline(afterSeconds: deadlineSeconds)
-        self.deadline = { end }
+        self.deadlineSeconds = deadlineSeconds
     }
 
     public func networkDevices(resources: Set<String>) throws(CNIError) -> [DRA.NetworkDevice] {
@@ -49,8 +49,9 @@ public struct KubernetesClaimDevices: ClaimDeviceSource {
         let claims = DRA.claims(ofPod: pod)
         if claims.isEmpty { return [] }
         let started = Clock.monotonicNanoseconds()
+        let deadline = Clock.deadline(afterSeconds: deadlineSeconds)
         var allocations: [(DRA.ClaimReference, [DRA.AllocationResult])] = []
-        for c in claims { allocations.append((c, try allocation(of: c))) }
+        for c in claims { allocations.append((c, try allocation(of: c, deadline: deadline))) }
         var slices = DRA.SliceAttributes()
         let nodeName = pod["spec"]?["nodeName"]?.stringValue.flatMap { $0.isEmpty ? nil : $0 }
         var drivers: [String] = []
@@ -72,7 +73,7 @@ public struct KubernetesClaimDevices: ClaimDeviceSource {
     }
 
     /// The claim's allocation, waiting (bounded) while the scheduler has not allocated it yet.
-    func allocation(of claim: DRA.ClaimReference) throws(CNIError) -> [DRA.AllocationResult] {
+    func allocation(of claim: DRA.ClaimReference, deadline: Int64) throws(CNIError) -> [DRA.AllocationResult] {
         var wait = 100
         while true {
             let object: JSON
@@ -81,7 +82,7 @@ public struct KubernetesClaimDevices: ClaimDeviceSource {
                                "cannot get ResourceClaim \(claim.namespace)/\(claim.name)", details: error.description)
             }
             if let results = DRA.allocation(ofClaim: object) { return results }
-            if Clock.monotonicNanoseconds() + Int64(wait) * 1_000_000 >= deadline() {
+            if Clock.monotonicNanoseconds() + Int64(wait) * 1_000_000 >= deadline {
                 throw CNIError(.tryAgainLater, "ResourceClaim \(claim.namespace)/\(claim.name) is not allocated yet")
             }
             logger.verbose("ResourceClaim not allocated yet, waiting", [("claim", "\(claim.namespace)/\(claim.name)"), ("ms", String(wait))])
