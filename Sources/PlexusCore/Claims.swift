@@ -14,7 +14,8 @@ public protocol ClaimDeviceSource {
 /// Writes KEP-4817 `networkData` into claims' `status.devices` (server-side apply) and removes it again.
 public protocol ClaimStatusPublisher {
     /// Applies exactly `entries` as what `fieldManager` owns in the claim's `status.devices` (empty: removes them).
-    func apply(claim: DRA.ClaimReference, entries: [DRA.DeviceStatus], fieldManager: String) throws(CNIError)
+    /// `teardown` marks the best-effort removal of DEL and rollback, which must not hold a DEL up for long.
+    func apply(claim: DRA.ClaimReference, entries: [DRA.DeviceStatus], fieldManager: String, teardown: Bool) throws(CNIError)
 }
 
 /// The pod object the Kubernetes planner read, shared with the claim source so that DRA costs no second GET.
@@ -96,14 +97,16 @@ public struct KubernetesClaimDevices: ClaimDeviceSource {
 public struct KubernetesClaimPublisher: ClaimStatusPublisher {
     public let api: any KubeAPI
     public let deadlineSeconds: Double
+    /// The bound on a teardown's removal (retries included): a DEL with the API down waits at most this long.
+    public static let teardownDeadlineSeconds = 5.0
 
     public init(api: any KubeAPI, deadlineSeconds: Double) {
         self.api = api
         self.deadlineSeconds = deadlineSeconds
     }
 
-    public func apply(claim: DRA.ClaimReference, entries: [DRA.DeviceStatus], fieldManager: String) throws(CNIError) {
-        api.setDeadline(Clock.deadline(afterSeconds: deadlineSeconds))
+    public func apply(claim: DRA.ClaimReference, entries: [DRA.DeviceStatus], fieldManager: String, teardown: Bool) throws(CNIError) {
+        api.setDeadline(Clock.deadline(afterSeconds: teardown ? min(deadlineSeconds, Self.teardownDeadlineSeconds) : deadlineSeconds))
         do {
             _ = try api.applyResourceClaimStatus(namespace: claim.namespace, name: claim.name,
                                                  body: DRA.statusApply(claim: claim, entries: entries), fieldManager: fieldManager)
@@ -170,7 +173,7 @@ extension Plexus {
                 let (ips, mac) = Plexus.interfaceData(n.ifname, result: result, facts: facts?.interfaces[n.ifname])
                 entries.append(DRA.DeviceStatus(result: d.result, interfaceName: n.ifname, ips: ips, hardwareAddress: mac, time: time))
             }
-            try publisher.apply(claim: claim, entries: entries, fieldManager: claimFieldManager)
+            try publisher.apply(claim: claim, entries: entries, fieldManager: claimFieldManager, teardown: false)
         }
     }
 
@@ -183,7 +186,7 @@ extension Plexus {
             return
         }
         for claim in Plexus.claims(of: published) {
-            do { try publisher.apply(claim: claim, entries: [], fieldManager: claimFieldManager) } catch {
+            do { try publisher.apply(claim: claim, entries: [], fieldManager: claimFieldManager, teardown: true) } catch {
                 logger.warning("cannot remove network data from a ResourceClaim", [("claim", "\(claim.namespace)/\(claim.name)"),
                                                                                     ("error", error.description)])
             }

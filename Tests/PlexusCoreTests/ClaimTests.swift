@@ -20,8 +20,9 @@ final class FakeClaimSource: ClaimDeviceSource, @unchecked Sendable {
 final class FakePublisher: ClaimStatusPublisher, @unchecked Sendable {
     var applied: [(claim: String, entries: [DRA.DeviceStatus], manager: String)] = []
     var failure: CNIError?
-    func apply(claim: DRA.ClaimReference, entries: [DRA.DeviceStatus], fieldManager: String) throws(CNIError) {
+    func apply(claim: DRA.ClaimReference, entries: [DRA.DeviceStatus], fieldManager: String, teardown: Bool) throws(CNIError) {
         if let failure, !entries.isEmpty { throw failure }
+        #expect(teardown == entries.isEmpty, "removals are teardowns, writes are not")
         applied.append(("\(claim.namespace)/\(claim.name)", entries, fieldManager))
     }
 }
@@ -146,7 +147,7 @@ final class FakePublisher: ClaimStatusPublisher, @unchecked Sendable {
         _ = try make(dir, "ADD", exec: exec, claims: FakeClaimSource([Self.device("0000:03:02.0")]), plugins: nil,
                      publisher: FakePublisher(), networks: try planned([Self.vf])).add()
         final class Failing: ClaimStatusPublisher {
-            func apply(claim: DRA.ClaimReference, entries: [DRA.DeviceStatus], fieldManager: String) throws(CNIError) {
+            func apply(claim: DRA.ClaimReference, entries: [DRA.DeviceStatus], fieldManager: String, teardown: Bool) throws(CNIError) {
                 throw CNIError(.tryAgainLater, "connection refused")
             }
         }
