@@ -286,6 +286,26 @@ public struct Validator {
             var ignored: [JSONObject] = []
             f += checker.reference(name, at: base + "/defaultNetworks/\(i)", multusNamespace: config.multusNamespace, plugins: &ignored)
         }
+        // Finalizers: the configuration's list, then the drop-in directory (each found and VERSION-probed like a
+        // delegate), and the auxiliary chain's directory.
+        for (i, fin) in config.finalizers.enumerated() {
+            let version = fin["cniVersion"]?.stringValue ?? config.cniVersion
+            f += checker.validatePlugin(fin, at: base + "/finalizers/\(i)", cniVersion: version, probe: true)
+        }
+        let finalizeDir = Finalizers.directory(config: config)
+        do throws(CNIError) {
+            for file in try PluginConfFiles.load(directory: finalizeDir) {
+                let version = file.plugin["cniVersion"]?.stringValue ?? config.cniVersion
+                f += checker.validatePlugin(file.plugin, at: file.path, cniVersion: version, probe: true)
+            }
+        } catch { f.append(Finding(.error, finalizeDir, error.description)) }
+        do throws(CNIError) {
+            if let aux = try LocalPlanner.auxiliaryChain(config: config) {
+                for (i, p) in aux.plugins.enumerated().dropFirst() {
+                    f += checker.validatePlugin(p, at: base + "/auxiliaryCNIChainName/\(i)", cniVersion: aux.cniVersion, probe: true)
+                }
+            }
+        } catch { f.append(Finding(.error, base + "/auxiliaryCNIChainName", error.description)) }
         // The runtime sends only what Plexus declares; Plexus passes it to the cluster network's plugins.
         let declared = Set(config.capabilities.members.filter { $0.value.boolValue == true }.map(\.key))
         var wanted = Set<String>()

@@ -199,4 +199,24 @@ struct TableProbe: VersionProbe {
         #expect(try validator(s).validate(document: try JSON.parse(#"{"cniVersion":"1.0.0","name":"p","type":"plexus"}"#))
             .contains { $0.message.contains("clusterNetwork") })
     }
+
+    @Test func finalizersAndTheAuxiliaryChainAreChecked() throws {
+        let s = Scratch()
+        try FileSystem.makeDirectories(s.path + "/conf/_finalize.d")
+        try FileSystem.makeDirectories(s.path + "/conf/aux")
+        try FileSystem.writeAtomically(s.path + "/conf/10-k8s.conflist", Array(#"{"cniVersion":"1.0.0","name":"k8s","plugins":[{"type":"bridge"}]}"#.utf8))
+        try FileSystem.writeAtomically(s.path + "/conf/_finalize.d/10-a.conf", Array(#"{"type":"nofinalizer"}"#.utf8))
+        try FileSystem.writeAtomically(s.path + "/conf/aux/t.conf", Array(#"{"type":"missingtuning"}"#.utf8))
+        let text = #"{"cniVersion":"1.0.0","name":"p","type":"plexus","binDir":"\#(s.path)/bin","confDir":"\#(s.path)/conf","clusterNetwork":"\#(s.path)/conf/10-k8s.conflist","auxiliaryCNIChainName":"aux","finalizers":[{"type":"portmap"},{"type":"gone"}]}"#
+        let f = try validator(s).validate(document: try JSON.parse(text))
+        let all = f.map(\.description).joined(separator: "\n")
+        #expect(!f.contains { $0.path == "/finalizers/0/type" }, "\(all)")
+        #expect(f.contains { $0.path == "/finalizers/1/type" && $0.message.contains("not found") }, "\(all)")
+        #expect(f.contains { $0.path == s.path + "/conf/_finalize.d/10-a.conf/type" && $0.message.contains("not found") }, "\(all)")
+        #expect(f.contains { $0.path == "/auxiliaryCNIChainName/1/type" && $0.message.contains("not found") }, "\(all)")
+        // A broken drop-in is one error naming its file.
+        try FileSystem.writeAtomically(s.path + "/conf/_finalize.d/20-b.conf", Array("{broken".utf8))
+        let broken = try validator(s).validate(document: try JSON.parse(text))
+        #expect(broken.contains { $0.path == s.path + "/conf/_finalize.d" && $0.message.contains("20-b.conf") })
+    }
 }
