@@ -2,7 +2,7 @@
 //
 //   swift build -c release --product plexus-bench --product plexus
 //   .build/release/plexus-bench [--rounds 30] [--plexus PATH] [--plugins /usr/lib/cni]
-//                               [--only core|finalizers] [--baseline PATH-OF-AN-OLDER-PLEXUS]
+//                               [--only core|finalizers|attach] [--baseline PATH-OF-AN-OLDER-PLEXUS]
 //
 // The finalizers section: the same 2-network pod (cluster network and a second network loaded from files) through
 // Plexus without and with one finalizer (plexus-policy-route, next to plexus), the delegates and that finalizer run
@@ -148,7 +148,7 @@ let warmup = 3
     if plexusFirst { plexusSide(&p); directSide(&d) } else { directSide(&d); plexusSide(&p) }
 }
 
-for round in 0..<(only == "finalizers" ? 0 : rounds + warmup) {
+for round in 0..<(only == "finalizers" || only == "attach" ? 0 : rounds + warmup) {
     let cid = "pxbench\(round)"
     var p1 = Sample(), d1 = Sample(), p5 = Sample(), d5 = Sample()
     pair(1, cid: cid, plexusFirst: round % 2 == 0, into: &p1, &d1)
@@ -175,6 +175,81 @@ for round in 0..<(only == "finalizers" ? 0 : rounds + warmup) {
         plexus5.add += p5.add; plexus5.del += p5.del; direct5.add += d5.add; direct5.del += d5.del
         versionPlexus += vp; versionBridge += vb
     }
+}
+
+// MARK: attach section: a 1+8-network pod, concurrent attach against serial attach and the 9 delegates run serially
+
+var attachParallel: [Double] = [], attachSerial: [Double] = [], attachDirect: [Double] = []
+if only == "attach" {
+    sh("for i in 0 1 2 3 4 5 6 7 8; do ip link add pxba$i type bridge && ip link set pxba$i up; done")
+    let nine: [String] = (0..<9).map { i in
+        #"{"cniVersion":"1.0.0","name":"pxb-a\#(i)","plugins":[{"type":"bridge","bridge":"pxba\#(i)","ipam":{"type":"host-local","dataDir":"\#(tmp)/ipam","ranges":[[{"subnet":"10.231.\#(205 + i).0/24"}]]}}]}"#
+    }
+    let nineLists = nine.compactMap { try? NetworkConfigList(bytes: Array($0.utf8), source: "bench") }
+    func config(parallel: Bool) -> [UInt8] {
+        Array(#"{"cniVersion":"1.0.0","name":"pxbench","type":"plexus","cniDir":"\#(tmp)/cache","binDir":"\#(plugins)","parallelAttach":\#(parallel),"delegates":[\#(nine.joined(separator: ","))]}"#.utf8)
+    }
+    func run(_ command: String, cid: String, parallel: Bool) -> Double {
+        let env = baseEnv + ["CNI_COMMAND=\(command)", "CNI_CONTAINERID=\(cid)", "CNI_NETNS=\(netns)", "CNI_IFNAME=eth0",
+                             "CNI_PATH=\(plugins)", "CNI_ARGS=IgnoreUnknown=1;K8S_POD_NAMESPACE=bench;K8S_POD_NAME=p"]
+        let t0 = Clock.monotonicNanoseconds()
+        let out = try? Subprocess.run(path: plexusPath, arguments: [plexusPath], environment: env, stdin: config(parallel: parallel),
+                                      timeoutNanoseconds: 60_000_000_000)
+        let dt = ms(Clock.monotonicNanoseconds() - t0)
+        if out?.exitStatus != 0 {
+            print("plexus \(command) failed: \(String(decoding: out?.stdout ?? [], as: UTF8.self))")
+            exit(1)
+        }
+        return dt
+    }
+    func direct(_ command: String, cid: String) -> Double {
+        let t0 = Clock.monotonicNanoseconds()
+        do {
+            if command == "ADD" {
+                directResults = []
+                for (i, l) in nineLists.enumerated() {
+                    directResults.append(try runner.add(l, RuntimeConf(containerID: cid, netns: netns, ifname: i == 0 ? "eth0" : "net\(i)")))
+                }
+            } else {
+                for (i, l) in nineLists.enumerated().reversed() {
+                    try runner.del(l, RuntimeConf(containerID: cid, netns: netns, ifname: i == 0 ? "eth0" : "net\(i)"),
+                                   prevResult: i < directResults.count ? directResults[i] : nil)
+                }
+            }
+        } catch {
+            print("direct \(command) of 9 networks failed: \(error)")
+            exit(1)
+        }
+        return ms(Clock.monotonicNanoseconds() - t0)
+    }
+    for round in 0..<(rounds + warmup) {
+        let cid = "pxbenchat\(round)"
+        let order = [0, 1, 2].map { ($0 + round) % 3 }
+        for side in order {
+            settle()
+            let add: Double
+            switch side {
+            case 0: add = run("ADD", cid: cid, parallel: true); settle(); _ = run("DEL", cid: cid, parallel: true)
+            case 1: add = run("ADD", cid: cid, parallel: false); settle(); _ = run("DEL", cid: cid, parallel: false)
+            default: add = direct("ADD", cid: cid); settle(); _ = direct("DEL", cid: cid)
+            }
+            guard round >= warmup else { continue }
+            switch side {
+            case 0: attachParallel.append(add)
+            case 1: attachSerial.append(add)
+            default: attachDirect.append(add)
+            }
+        }
+    }
+    sh("for i in 0 1 2 3 4 5 6 7 8; do ip link del pxba$i 2>/dev/null; done")
+    let p = median(attachParallel), sr = median(attachSerial), d = median(attachDirect)
+    print("plexus-bench: \(rounds) interleaved rounds (+\(warmup) warm-up), real netns, Debian reference plugins from \(plugins)")
+    print("attach (pod with 1+8 bridge networks, ADD medians)")
+    print("  plexus, concurrent attach      \(f(p)) ms")
+    print("  plexus, serial attach          \(f(sr)) ms   concurrent / serial \(f(p / sr))")
+    print("  9 delegates run serially       \(f(d)) ms   plexus concurrent / direct serial \(f(p / d))")
+    cleanup()
+    exit(0)
 }
 
 // MARK: finalizers section

@@ -124,19 +124,22 @@ public final class Plexus {
         }
 
         var attached: [(network: PlannedNetwork, result: JSON)] = []
-        for (i, n) in networks.enumerated() {
-            let started = Clock.monotonicNanoseconds()
-            prepareDeviceInfo(n)
-            do {
-                let result = try runner.add(n.list, runtimeConf(n, netns: invocation.netns, cniArgs: invocation.cniArgs))
-                try writeCache(n, result: result, netns: invocation.netns,
-                               cniArgs: Plexus.cniArgs(for: n, runtimeArgs: invocation.cniArgs, clusterIfname: invocation.ifname))
-                attached.append((n, result))
-                logger.verbose("network added", [("network", n.displayName), ("ifname", n.ifname),
-                                                  ("ms", millis(since: started))])
-            } catch {
-                let addError = error.prefixed("network \"\(n.displayName)\" (\(n.ifname))")
-                throw fail(rollback(record, upTo: i, cause: addError, failedIndex: i))
+        for batch in Plexus.attachBatches(networks, parallel: config.parallelAttach) {
+            let jobs: [() -> Result<JSON, CNIError>] = batch.map { i in { self.attachOne(networks[i]) } }
+            let outcomes = batch.count > 1 ? Parallel.map(jobs) : jobs.map { $0() }
+            var failed: Set<Int> = []
+            var errors: [CNIError] = []
+            for (i, outcome) in zip(batch, outcomes) {
+                switch outcome {
+                case .success(let result): attached.append((networks[i], result))
+                case .failure(let error):
+                    failed.insert(i)
+                    errors.append(error.prefixed("network \"\(networks[i].displayName)\" (\(networks[i].ifname))"))
+                }
+            }
+            if !failed.isEmpty, let last = batch.last {
+                // Everything up to the batch's last network ran (a batch is contiguous): all of it goes.
+                throw fail(rollback(record, upTo: last, cause: combined(errors, verb: "ADD"), failed: failed))
             }
         }
 
@@ -174,6 +177,36 @@ public final class Plexus {
                                 cause: error.prefixed("cannot convert the cluster network's result to \(config.cniVersion)"),
                                 finalizers: finalizers))
         }
+    }
+
+    /// One network's ADD: device-info, the chain, the cache entry.
+    func attachOne(_ n: PlannedNetwork) -> Result<JSON, CNIError> {
+        let started = Clock.monotonicNanoseconds()
+        prepareDeviceInfo(n)
+        do throws(CNIError) {
+            let result = try runner.add(n.list, runtimeConf(n, netns: invocation.netns, cniArgs: invocation.cniArgs))
+            try writeCache(n, result: result, netns: invocation.netns,
+                           cniArgs: Plexus.cniArgs(for: n, runtimeArgs: invocation.cniArgs, clusterIfname: invocation.ifname))
+            logger.verbose("network added", [("network", n.displayName), ("ifname", n.ifname), ("ms", millis(since: started))])
+            return .success(result)
+        } catch {
+            return .failure(error)
+        }
+    }
+
+    /// The order networks are attached in, as batches of indices run together: the cluster network alone first
+    /// (later networks may build on its interface, as `sbr` or an ipvlan on eth0 would), then every other network at
+    /// once (each chain still in order; they share no interface, and IPAM such as host-local locks its own store),
+    /// then the auxiliary chain alone, last. Serially (`parallelAttach: false`) every network is its own batch.
+    static func attachBatches(_ networks: [PlannedNetwork], parallel: Bool) -> [[Int]] {
+        guard parallel, networks.count > 2 else { return networks.indices.map { [$0] } }
+        var middle = Array(networks.indices.dropFirst())
+        var tail: [[Int]] = []
+        if let last = middle.last, networks[last].isAuxiliary {
+            middle.removeLast()
+            tail = [[last]]
+        }
+        return [[0]] + (middle.isEmpty ? [] : [middle]) + tail
     }
 
     /// This attachment's identity as recorded in the result cache (`plexusOwner`).
@@ -220,15 +253,16 @@ public final class Plexus {
     /// transient failure (code 11) of that DEL is still recorded and retried.
     /// When the DEL of a network that *was* added fails, the record is kept as `rollback-failed` with the networks
     /// that still need a DEL, so the runtime's DEL retries exactly those.
-    /// `finalizers` are those whose ADD ran (DELed first, in reverse); `failedFinalizer` (an index into them) gets a
-    /// best-effort DEL like the failed network.
-    func rollback(_ record: AttachmentRecord, upTo index: Int, cause: CNIError, failedIndex: Int? = nil,
+    /// `failed` are the networks whose ADD failed (several when a batch ran concurrently). `finalizers` are those
+    /// whose ADD ran (DELed first, in reverse); `failedFinalizer` (an index into them) gets a best-effort DEL like a
+    /// failed network.
+    func rollback(_ record: AttachmentRecord, upTo index: Int, cause: CNIError, failed: Set<Int> = [],
                   finalizers: [NetworkConfigList] = [], failedFinalizer: Int? = nil) -> CNIError {
         logger.error("ADD failed, rolling back", [("error", cause.description)])
         let subset = AttachmentRecord(key: record.key, netns: record.netns, cniArgs: record.cniArgs, pod: record.pod,
                                       state: .rollbackFailed, networks: Array(record.networks[0...index]),
                                       finalizers: finalizers)
-        let bestEffort = failedIndex.map { Set([record.networks[$0].ifname]) } ?? []
+        let bestEffort = Set(failed.map { record.networks[$0].ifname })
         let failures = teardown(subset, bestEffort: bestEffort, bestEffortFinalizers: failedFinalizer.map { [$0] } ?? [])
         if failures.isEmpty { return cause }
         return CNIError(cause.code, "\(cause.msg); rollback incomplete, a DEL will retry: \(failures.map(\.description).joined(separator: "; "))",

@@ -33,6 +33,8 @@ public struct PlexusConfig: Sendable {
     public var apiDeadlineSeconds = 30.0
     /// Tear independent networks down concurrently on DEL and rollback (each chain still in reverse order).
     public var parallelTeardown = true
+    /// Attach the networks after the cluster network concurrently on ADD (each chain still in order).
+    public var parallelAttach = true
 
     /// Device plugins: the kubelet's PodResources v1 socket, the device-manager checkpoint read when that socket is
     /// absent, the device-info base directory (`dp/` from device plugins, `cni/` written by Plexus) and the bound on
@@ -126,6 +128,7 @@ public struct PlexusConfig: Sendable {
         duration("readinessTimeoutSeconds", &readinessTimeoutSeconds)
         duration("apiDeadlineSeconds", &apiDeadlineSeconds)
         if let v = try r.bool("parallelTeardown") { parallelTeardown = v }
+        if let v = try r.bool("parallelAttach") { parallelAttach = v }
         if let v = try r.bool("draPublishNetworkData") { draPublishNetworkData = v }
         if let v = try r.string("podResourcesSocket"), !v.isEmpty { podResourcesSocket = v }
         if let v = try r.string("kubeletCheckpoint"), !v.isEmpty { kubeletCheckpoint = v }

@@ -60,6 +60,7 @@ public enum PlexusSettings {
         Setting(key: "readinessTimeoutSeconds", kind: .seconds, flag: "--readiness-timeout-seconds"),
         Setting(key: "apiDeadlineSeconds", kind: .seconds, flag: "--api-deadline-seconds"),
         Setting(key: "parallelTeardown", kind: .bool, flag: "--parallel-teardown"),
+        Setting(key: "parallelAttach", kind: .bool, flag: "--parallel-attach"),
         Setting(key: "auxiliaryCNIChainName", kind: .string, flag: "--auxiliary-cni-chain-name"),
         Setting(key: "draPublishNetworkData", kind: .bool, flag: "--dra-publish-network-data"),
         Setting(key: "finalizers", kind: .plugins, flag: "--finalizers"),

@@ -122,7 +122,7 @@ import Glibc
 
     func auxConfig(_ dir: TempDir, clusterNetwork: String? = nil, aux: String = "vendor-cni-chain") throws -> PlexusConfig {
         let cluster = clusterNetwork ?? dir.path + "/conf/10-cluster.conflist"
-        let text = #"{"cniVersion":"1.0.0","name":"pxnet","type":"plexus","cniDir":"\#(dir.path)/cache","confDir":"\#(dir.path)/conf","clusterNetwork":"\#(cluster)","auxiliaryCNIChainName":"\#(aux)","parallelTeardown":false}"#
+        let text = #"{"cniVersion":"1.0.0","name":"pxnet","type":"plexus","cniDir":"\#(dir.path)/cache","confDir":"\#(dir.path)/conf","clusterNetwork":"\#(cluster)","auxiliaryCNIChainName":"\#(aux)","parallelTeardown":false,"parallelAttach":false}"#
         return try PlexusConfig(bytes: Array(text.utf8))
     }
 

@@ -84,10 +84,10 @@ final class TempDir {
     func files(_ sub: String) -> [String] { (try? FileSystem.list(path + "/" + sub)) ?? [] }
 }
 
-/// Serial teardown by default so call order is deterministic; the concurrent path has its own tests.
+/// Serial attach and teardown by default so call order is deterministic; the concurrent paths have their own tests.
 func makeConfig(_ dir: TempDir, version: String = "1.0.0", extra: String = "", parallel: Bool = false,
                 delegates: [String]) throws -> PlexusConfig {
-    let text = #"{"cniVersion":"\#(version)","name":"pxnet","type":"plexus","cniDir":"\#(dir.path)/cache","confDir":"\#(dir.path)/conf","binDir":"/fake","parallelTeardown":\#(parallel)\#(extra),"delegates":[\#(delegates.joined(separator: ","))]}"#
+    let text = #"{"cniVersion":"\#(version)","name":"pxnet","type":"plexus","cniDir":"\#(dir.path)/cache","confDir":"\#(dir.path)/conf","binDir":"/fake","parallelTeardown":\#(parallel),"parallelAttach":\#(parallel)\#(extra),"delegates":[\#(delegates.joined(separator: ","))]}"#
     return try PlexusConfig(bytes: Array(text.utf8))
 }
 

@@ -1,7 +1,8 @@
 """Lifecycle soak: PLEXUS_SOAK_PODS concurrent pods (default 20) x PLEXUS_SOAK_CYCLES ADD/DEL cycles (default 50),
 with a random failure injected in 10% of the fake delegates' ADD and DEL calls. The fakes are chained after real
-bridge + host-local (eth0) and macvlan + host-local (net2) so real resources are at stake. A failed DEL is retried
-until it succeeds, as a runtime does. At the end: 0 leaked links, 0 host-local reservations, 0 cache files.
+bridge + host-local (eth0) and macvlan + host-local (net2) so real resources are at stake; both host-local pools
+live in one dataDir. The networks after the cluster network are attached concurrently (`parallelAttach`, the
+default, set explicitly here) and torn down concurrently. A failed DEL is retried until it succeeds, as a runtime does. At the end: 0 leaked links, 0 host-local reservations, 0 cache files.
 
 Totals are printed (run with -s to see them) and written to testenv/.work/soak-totals.json.
 """
@@ -31,7 +32,7 @@ def test_soak_concurrent_add_del_with_random_failures(pxenv):
         px.conflist("pxs1", "1.0.0", [px.fake(stateDir=pxenv.state_dir, ip="10.231.91.2/24", **flaky)]),
         px.conflist("pxs2", "1.0.0", [px.macvlan(master, "10.231.92.0/24", pxenv.data_dir), px.fake(**flaky)]),
     ]
-    cfg = json.dumps(pxenv.config("1.0.0", lists, logLevel="error"))
+    cfg = json.dumps(pxenv.config("1.0.0", lists, logLevel="error", parallelAttach=True, parallelTeardown=True))
     pods = [Pod(pxenv, "pxsoak%d" % i) for i in range(PODS)]
 
     lock = threading.Lock()
