@@ -127,10 +127,11 @@ public struct ResultCache: Sendable {
         case entry(CachedAttachment)
     }
 
-    public func write(_ entry: CachedAttachment) throws(SystemError) {
+    /// Writes an entry atomically. `durable: false` leaves out the fsync (see `FileSystem.writeAtomically`).
+    public func write(_ entry: CachedAttachment, durable: Bool = true) throws(SystemError) {
         let p = try checkedPath(network: entry.networkName, containerID: entry.containerID, ifname: entry.ifname, "write")
         try FileSystem.makeOwnDirectory(directory, mode: 0o700)
-        try FileSystem.writeAtomically(p, entry.json.serializedBytes(), mode: 0o600)
+        try FileSystem.writeAtomically(p, entry.json.serializedBytes(), mode: 0o600, durable: durable)
     }
 
     /// The entry for exactly this delegate attachment. A file at that path that names another one (a copy, a

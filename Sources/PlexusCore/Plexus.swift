@@ -242,7 +242,12 @@ public final class Plexus {
         let entry = CachedAttachment(containerID: invocation.containerID, networkName: n.list.name, ifname: n.ifname,
                                      config: n.list.bytes, netns: netns, cniArgs: cniArgs,
                                      capabilityArgs: n.capabilityArgs, result: result, owner: owner)
-        do { try cache.write(entry) } catch {
+        // One fsync'd write per ADD: the plan (written durably before the first delegate) is what a DEL after a
+        // power loss needs, since it names every network. A result only gives DEL its prevResult, and after a power
+        // loss the pod's netns is gone and IPAM such as host-local releases by container ID, so a result lost or
+        // emptied by a power loss (read as absent) costs nothing; a crash of Plexus itself loses nothing (the page
+        // cache holds the renamed file).
+        do { try cache.write(entry, durable: false) } catch {
             throw CNIError(.ioFailure, "cannot cache result of network \"\(n.displayName)\"", details: error.description)
         }
     }

@@ -78,8 +78,10 @@ public enum FileSystem {
     /// directory is fsynced too, so the rename itself survives a power loss (costs about 1 ms here); without it
     /// the rename reaches the disk with the file system's next journal commit. The temp file is created
     /// exclusively and never through a symlink; the rename replaces a link at `path` rather than following it.
+    /// `durable: false` skips the file's fsync too: the rename is still atomic for every reader and survives a
+    /// crash of the process, but after a power loss the file may be missing or empty (readers must tolerate that).
     public static func writeAtomically(_ path: String, _ bytes: [UInt8], mode: UInt32 = 0o600,
-                                       durableRename: Bool = false) throws(SystemError) {
+                                       durableRename: Bool = false, durable: Bool = true) throws(SystemError) {
         try checkPath(path, "open")
         let dir = directoryName(of: path)
         let tmp = "\(dir)/.\(baseName(of: path)).tmp.\(getpid())"
@@ -99,7 +101,7 @@ public enum FileSystem {
             defer { close(fd) }
             try writeAll(fd: fd, bytes, path: tmp)
             if fchmod(fd, mode_t(mode)) != 0 { throw SystemError.last("fchmod", path: tmp) }
-            if retryingEINTR({ fsync(fd) }) != 0 { throw SystemError.last("fsync", path: tmp) }
+            if durable, retryingEINTR({ fsync(fd) }) != 0 { throw SystemError.last("fsync", path: tmp) }
         }
         if rename(tmp, path) != 0 {
             // A directory where the file belongs (tampering) would refuse the rename forever: clear the name once.
