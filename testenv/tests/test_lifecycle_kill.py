@@ -10,6 +10,9 @@ Every network is a chain ``[fake head, bridge + host-local, fake tail]``; exactl
 
 plexus is SIGKILLed there, the orphaned delegate is killed too, and then the runtime's DEL (or a retried ADD
 followed by DEL) must leave a clean host: no links, no host-local reservations, no cache files, no plan.
+
+These points are the serial order (`parallelAttach: false`). With concurrent attach (the default) net1 and net2 run
+at once after eth0: "inside-concurrent-batch" pauses net1's tail once net2 is complete and cached.
 """
 
 import os
@@ -23,12 +26,14 @@ from testenv.lib import plexus as px
 from testenv.lib.plexus import Pod
 
 POINTS = {
-    # name: (network index, "head"|"tail", networks complete+cached when paused, networks with a bridge allocation)
-    "before-first-delegate": (0, "head", 0, 0),
-    "inside-net0-chain": (0, "tail", 0, 1),
-    "between-net0-and-net1": (1, "head", 1, 1),
-    "inside-net1-chain": (1, "tail", 1, 2),
-    "inside-net2-chain": (2, "tail", 2, 3),
+    # name: (network index, "head"|"tail", networks complete+cached when paused, networks with a bridge allocation,
+    #        concurrent attach)
+    "before-first-delegate": (0, "head", [], 0, False),
+    "inside-net0-chain": (0, "tail", [], 1, False),
+    "between-net0-and-net1": (1, "head", [0], 1, False),
+    "inside-net1-chain": (1, "tail", [0], 2, False),
+    "inside-net2-chain": (2, "tail", [0, 1], 3, False),
+    "inside-concurrent-batch": (1, "tail", [0, 2], 3, True),
 }
 
 
@@ -41,7 +46,7 @@ def wait_for(path, timeout=60):
 
 
 def build(pxenv, point):
-    idx, where, _, _ = POINTS[point]
+    idx, where, _, _, concurrent = POINTS[point]
     pause = os.path.join(pxenv.tmp, "pause")
     bridges = [pxenv.bridge() for _ in range(3)]
     lists = []
@@ -52,22 +57,25 @@ def build(pxenv, point):
             (head if where == "head" else tail)["pauseFile"] = pause
         lists.append(px.conflist("pxk%d" % k, "1.0.0", [head, px.bridge(bridges[k], pxenv.subnet(), pxenv.data_dir),
                                                        tail]))
-    return pxenv.config("1.0.0", lists), bridges, pause
+    return pxenv.config("1.0.0", lists, parallelAttach=concurrent), bridges, pause
 
 
 def kill_at(pxenv, pod, cfg, pause, point):
-    _, _, complete, allocated = POINTS[point]
+    _, _, complete, allocated, concurrent = POINTS[point]
     proc = pxenv.px.popen("ADD", cfg, pod.cid, pod.netns_path, cni_args=pod.args)
     pxenv.procs.append(proc)
     wait_for(pause + ".started")
     delegate_pid = int(open(pause + ".started").read().strip())
     pxenv.pids.append(delegate_pid)
+    if concurrent:
+        # net2 runs beside the paused net1: wait until it is complete and cached.
+        wait_for(pxenv.cache.result_path("pxk2", pod.cid, "net2"))
 
     # the intermediate state is what the point promises
     plan = pxenv.cache.plan("pxnet", pod.cid, "eth0")
     assert [n["ifName"] for n in plan["networks"]] == ["eth0", "net1", "net2"], plan
     assert sorted(pxenv.cache.result_files()) == sorted(
-        "pxk%d-%s-%s" % (k, pod.cid, "eth0" if k == 0 else "net%d" % k) for k in range(complete))
+        "pxk%d-%s-%s" % (k, pod.cid, "eth0" if k == 0 else "net%d" % k) for k in complete)
     assert len(pxenv.reservations()) == allocated, pxenv.reservations()
     assert len(pod.links()) == allocated, pod.links()
 
