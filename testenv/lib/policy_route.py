@@ -69,6 +69,7 @@ def in_netns(ns, *cmd, check=True):
 _PING = r"""
 import os, socket, struct, sys, time
 source, target = sys.argv[1], sys.argv[2]
+v6 = ":" in target
 def checksum(b):
     if len(b) % 2:
         b += b"\0"
@@ -78,33 +79,12 @@ def checksum(b):
     return ~s & 0xFFFF
 ident, seq = os.getpid() & 0xFFFF, 1
 payload = b"pxpr-policy-route"
-header = struct.pack("!BBHHH", 8, 0, 0, ident, seq)
-packet = struct.pack("!BBHHH", 8, 0, checksum(header + payload), ident, seq) + payload
-s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
-s.bind((source, 0))
-s.sendto(packet, (target, 0))
-deadline = time.monotonic() + 1.0
-while True:
-    left = deadline - time.monotonic()
-    if left <= 0:
-        sys.exit(1)
-    s.settimeout(left)
-    try:
-        data, (peer, _) = s.recvfrom(2048)
-    except socket.timeout:
-        sys.exit(1)
-    icmp = data[(data[0] & 0x0F) * 4:]
-    if peer == target and len(icmp) >= 8 and icmp[0] == 0 and struct.unpack("!HH", icmp[4:8]) == (ident, seq):
-        sys.exit(0)
-"""
-
-
-_PING6 = r"""
-import os, socket, struct, sys, time
-source, target = sys.argv[1], sys.argv[2]
-ident, seq = os.getpid() & 0xFFFF, 1
-packet = struct.pack("!BBHHH", 128, 0, 0, ident, seq) + b"pxpr-policy-route"  # the kernel fills the checksum
-s = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
+request, reply = (128, 129) if v6 else (8, 0)
+header = struct.pack("!BBHHH", request, 0, 0, ident, seq)
+# ICMPv6: the kernel fills the checksum (it covers a pseudo-header); ICMPv4: ours.
+packet = header + payload if v6 else struct.pack("!BBHHH", request, 0, checksum(header + payload), ident, seq) + payload
+s = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6) if v6 else \
+    socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
 s.bind((source, 0))
 s.sendto(packet, (target, 0))
 deadline = time.monotonic() + 1.0
@@ -117,15 +97,15 @@ while True:
         data, addr = s.recvfrom(2048)
     except socket.timeout:
         sys.exit(1)
-    if addr[0] == target and len(data) >= 8 and data[0] == 129 and struct.unpack("!HH", data[4:8]) == (ident, seq):
+    icmp = data if v6 else data[(data[0] & 0x0F) * 4:]   # IPv4 raw sockets deliver the IP header too
+    if addr[0] == target and len(icmp) >= 8 and icmp[0] == reply and struct.unpack("!HH", icmp[4:8]) == (ident, seq):
         sys.exit(0)
 """
 
 
 def ping(ns, source, target):
     """One echo request from ``source`` (an address of ``ns``) to ``target``; True when answered within a second."""
-    script = _PING6 if ":" in target else _PING
-    return in_netns(ns, sys.executable, "-c", script, source, target, check=False).returncode == 0
+    return in_netns(ns, sys.executable, "-c", _PING, source, target, check=False).returncode == 0
 
 
 def netns_path(ns):
