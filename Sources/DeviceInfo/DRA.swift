@@ -19,6 +19,9 @@ public enum DRA {
             self.name = name
             self.requestResources = requestResources
         }
+
+        /// `namespace/name`: which claim this is (the request mappings are how it was found, not who it is).
+        public var id: String { "\(namespace)/\(name)" }
     }
 
     /// The claims of a pod object: `status.resourceClaimStatuses[].resourceClaimName` (an entry without one has no
@@ -28,7 +31,7 @@ public enum DRA {
         let ns = pod["metadata"]?["namespace"]?.stringValue ?? ""
         var out: [ClaimReference] = []
         func add(_ c: ClaimReference) {
-            if let i = out.firstIndex(where: { $0.name == c.name }) {
+            if let i = out.firstIndex(where: { $0.id == c.id }) {
                 for (k, v) in c.requestResources { out[i].requestResources[k] = v }
             } else {
                 out.append(c)
@@ -149,7 +152,7 @@ public enum DRA {
                 continue
             }
             guard let id = attrs[deviceIDAttribute], !id.isEmpty else {
-                throw ResolveError(claim: "\(claim.namespace)/\(claim.name)", device: "\(r.driver)/\(r.pool)/\(r.device)",
+                throw ResolveError(claim: claim.id, device: "\(r.driver)/\(r.pool)/\(r.device)",
                                    resourceName: resource)
             }
             out.append(NetworkDevice(claim: claim, result: r, resourceName: resource, deviceID: id))

@@ -80,13 +80,13 @@ public struct KubernetesClaimDevices: ClaimDeviceSource {
             let object: JSON
             do { object = try api.getResourceClaim(namespace: claim.namespace, name: claim.name) } catch {
                 throw CNIError(error.kind == .notFound ? .tryAgainLater : kubeCode(error),
-                               "cannot get ResourceClaim \(claim.namespace)/\(claim.name)", details: error.description)
+                               "cannot get ResourceClaim \(claim.id)", details: error.description)
             }
             if let results = DRA.allocation(ofClaim: object) { return results }
             if Clock.monotonicNanoseconds() + Int64(wait) * 1_000_000 >= deadline {
-                throw CNIError(.tryAgainLater, "ResourceClaim \(claim.namespace)/\(claim.name) is not allocated yet")
+                throw CNIError(.tryAgainLater, "ResourceClaim \(claim.id) is not allocated yet")
             }
-            logger.verbose("ResourceClaim not allocated yet, waiting", [("claim", "\(claim.namespace)/\(claim.name)"), ("ms", String(wait))])
+            logger.verbose("ResourceClaim not allocated yet, waiting", [("claim", claim.id), ("ms", String(wait))])
             sleep(wait)
             wait = min(wait * 2, 1000)
         }
@@ -111,7 +111,7 @@ public struct KubernetesClaimPublisher: ClaimStatusPublisher {
             _ = try api.applyResourceClaimStatus(namespace: claim.namespace, name: claim.name,
                                                  body: DRA.statusApply(claim: claim, entries: entries), fieldManager: fieldManager)
         } catch {
-            throw CNIError(kubeCode(error), "cannot write the network data of ResourceClaim \(claim.namespace)/\(claim.name)",
+            throw CNIError(kubeCode(error), "cannot write the network data of ResourceClaim \(claim.id)",
                            details: error.description)
         }
     }
@@ -168,7 +168,7 @@ extension Plexus {
         let time = String(Clock.timestamp().prefix(19)) + "Z"
         for claim in Plexus.claims(of: published.map(\.network)) {
             var entries: [DRA.DeviceStatus] = []
-            for (n, result) in published where n.claimDevice?.device.claim.name == claim.name && n.claimDevice?.device.claim.namespace == claim.namespace {
+            for (n, result) in published where n.claimDevice?.device.claim.id == claim.id {
                 guard let d = n.claimDevice?.device else { continue }
                 let (ips, mac) = Plexus.interfaceData(n.ifname, result: result, facts: facts?.interfaces[n.ifname])
                 entries.append(DRA.DeviceStatus(result: d.result, interfaceName: n.ifname, ips: ips, hardwareAddress: mac, time: time))
@@ -187,7 +187,7 @@ extension Plexus {
         }
         for claim in Plexus.claims(of: published) {
             do { try publisher.apply(claim: claim, entries: [], fieldManager: claimFieldManager, teardown: true) } catch {
-                logger.warning("cannot remove network data from a ResourceClaim", [("claim", "\(claim.namespace)/\(claim.name)"),
+                logger.warning("cannot remove network data from a ResourceClaim", [("claim", claim.id),
                                                                                     ("error", error.description)])
             }
         }
@@ -197,7 +197,7 @@ extension Plexus {
         var out: [DRA.ClaimReference] = []
         for n in networks {
             guard let c = n.claimDevice?.device.claim else { continue }
-            if !out.contains(where: { $0.namespace == c.namespace && $0.name == c.name }) { out.append(c) }
+            if !out.contains(where: { $0.id == c.id }) { out.append(c) }
         }
         return out
     }

@@ -152,7 +152,7 @@ extension Plexus {
             out.append(assigned)
             logger.info("device assigned", [("network", n.displayName), ("ifname", n.ifname),
                                             ("resource", n.resourceName ?? ""), ("deviceID", id),
-                                            ("claim", assigned.claimDevice.map { "\($0.device.claim.namespace)/\($0.device.claim.name)" } ?? "")])
+                                            ("claim", assigned.claimDevice.map { $0.device.claim.id } ?? "")])
         }
         return out
     }

@@ -90,7 +90,7 @@ extension Plexus {
         }
     }
 
-    /// The cached results of the record's networks that have one, in the record's (attachment) order.
+    /// The cached results of the record's networks that have one, in the record's (attachment) order (CHECK).
     func cachedResults(_ record: AttachmentRecord) -> [(network: PlannedNetwork, result: JSON)] {
         record.networks.compactMap { n in
             guard case .entry(let e) = cache.read(network: n.list.name, containerID: record.key.containerID, ifname: n.ifname),
@@ -100,12 +100,13 @@ extension Plexus {
     }
 
     /// DEL of the record's finalizers in reverse order, before any network is deleted, each with the merged result
-    /// of the networks still cached (none when they are already gone: DEL must work without it). Continues past
-    /// failures; returns the finalizers whose DEL failed (to keep in the record) and the errors. The indices in
-    /// `bestEffort` (a finalizer whose ADD failed) only log a failure that is not transient.
-    func teardownFinalizers(_ record: AttachmentRecord, bestEffort: Set<Int> = []) -> (remaining: [NetworkConfigList], failures: [CNIError]) {
+    /// of `results`, the networks still cached, which teardown has just read (none when they are already gone: DEL
+    /// must work without it). Continues past failures; returns the finalizers whose DEL failed (to keep in the
+    /// record) and the errors. The indices in `bestEffort` (a finalizer whose ADD failed) only log a failure that is
+    /// not transient.
+    func teardownFinalizers(_ record: AttachmentRecord, results: [(network: PlannedNetwork, result: JSON)],
+                            bestEffort: Set<Int> = []) -> (remaining: [NetworkConfigList], failures: [CNIError]) {
         guard !record.finalizers.isEmpty else { return ([], []) }
-        let results = cachedResults(record)
         let rt = RuntimeConf(containerID: record.key.containerID, netns: record.netns, ifname: record.key.ifname,
                              cniArgs: record.cniArgs, capabilityArgs: config.runtimeConfig)
         var remaining: [NetworkConfigList] = []

@@ -380,8 +380,6 @@ public final class Plexus {
     /// rewritten with the networks still to delete. Returns the failures.
     /// The record's finalizers are DELed first (in reverse), while the networks' cached results still exist.
     func teardown(_ record: AttachmentRecord, bestEffort: Set<String> = [], bestEffortFinalizers: Set<Int> = []) -> [CNIError] {
-        let finalized = teardownFinalizers(record, bestEffort: bestEffortFinalizers)
-        unpublishClaimStatus(record.networks)
         let recordOwner = CachedAttachment.Owner(network: record.key.network, ifname: record.key.ifname)
         var order: [PlannedNetwork] = []
         var prevs: [JSON?] = []
@@ -402,6 +400,11 @@ public final class Plexus {
             }
             order.append(n)
         }
+        // Before any network goes: the finalizers (with the results just read, in attachment order), then the
+        // claims' network data.
+        let cached = zip(order, prevs).reversed().compactMap { n, prev in prev.map { (network: n, result: $0) } }
+        let finalized = teardownFinalizers(record, results: cached, bestEffort: bestEffortFinalizers)
+        unpublishClaimStatus(record.networks)
         let runner = self.runner
         let jobs: [() -> CNIError?] = zip(order, prevs).map { n, prev in
             {
