@@ -81,36 +81,46 @@ let netns = "/var/run/netns/pxbench"
 struct Sample { var add: [Double] = []; var del: [Double] = [] }
 func ms(_ ns: Int64) -> Double { Double(ns) / 1e6 }
 
-@MainActor func runPlexus(_ command: String, count: Int, cid: String, parallel: Bool = true) -> (Double, Int) {
+/// One plexus run as the runtime would make it: wall time (ms) and peak RSS; any failure ends the benchmark.
+@MainActor func spawnPlexus(_ binary: String, _ command: String, cid: String, stdin: [UInt8],
+                            cniPath: String = plugins) -> (ms: Double, rssKB: Int) {
     let env = baseEnv + ["CNI_COMMAND=\(command)", "CNI_CONTAINERID=\(cid)", "CNI_NETNS=\(netns)", "CNI_IFNAME=eth0",
-                         "CNI_PATH=\(plugins)", "CNI_ARGS=IgnoreUnknown=1;K8S_POD_NAMESPACE=bench;K8S_POD_NAME=p"]
+                         "CNI_PATH=\(cniPath)", "CNI_ARGS=IgnoreUnknown=1;K8S_POD_NAMESPACE=bench;K8S_POD_NAME=p"]
     let t0 = Clock.monotonicNanoseconds()
-    let out = try? Subprocess.run(path: plexusPath, arguments: [plexusPath], environment: env, stdin: plexusConfig(count, parallel: parallel),
+    let out = try? Subprocess.run(path: binary, arguments: [binary], environment: env, stdin: stdin,
                                   timeoutNanoseconds: 60_000_000_000)
     let dt = ms(Clock.monotonicNanoseconds() - t0)
     if out?.exitStatus != 0 {
-        print("plexus \(command) failed: \(String(decoding: out?.stdout ?? [], as: UTF8.self))")
+        print("\(binary) \(command) failed: \(String(decoding: out?.stdout ?? [], as: UTF8.self))")
         exit(1)
     }
     return (dt, out?.maxRSSKilobytes ?? 0)
 }
 
+@MainActor func runPlexus(_ command: String, count: Int, cid: String, parallel: Bool = true) -> (Double, Int) {
+    spawnPlexus(plexusPath, command, cid: cid, stdin: plexusConfig(count, parallel: parallel))
+}
+
+/// The networks' chains run by this process as the runtime would (libcni order): ADD in order, keeping the results
+/// in `directResults`; DEL in reverse with them as prevResult. Interface names: eth0, net1, net2…
 var directResults: [JSON] = []
+@MainActor func directNetworks(_ command: String, _ ls: [NetworkConfigList], cid: String) throws(CNIError) {
+    if command == "ADD" {
+        directResults = []
+        for (i, l) in ls.enumerated() {
+            directResults.append(try runner.add(l, RuntimeConf(containerID: cid, netns: netns, ifname: i == 0 ? "eth0" : "net\(i)")))
+        }
+    } else {
+        for (i, l) in ls.enumerated().reversed() {
+            try runner.del(l, RuntimeConf(containerID: cid, netns: netns, ifname: i == 0 ? "eth0" : "net\(i)"),
+                           prevResult: i < directResults.count ? directResults[i] : nil)
+        }
+    }
+}
+
 @MainActor func runDirect(_ command: String, count: Int, cid: String) -> Double {
     let t0 = Clock.monotonicNanoseconds()
-    do {
-        if command == "ADD" {
-            directResults = []
-            for (i, l) in lists.prefix(count).enumerated() {
-                directResults.append(try runner.add(l, RuntimeConf(containerID: cid, netns: netns, ifname: i == 0 ? "eth0" : "net\(i)")))
-            }
-        } else {
-            for (i, l) in lists.prefix(count).enumerated().reversed() {
-                try runner.del(l, RuntimeConf(containerID: cid, netns: netns, ifname: i == 0 ? "eth0" : "net\(i)"),
-                               prevResult: i < directResults.count ? directResults[i] : nil)
-            }
-        }
-    } catch {
+    do { try directNetworks(command, Array(lists.prefix(count)), cid: cid) } catch {
         print("direct \(command) failed: \(error)")
         exit(1)
     }
@@ -190,17 +200,7 @@ if only == "attach" {
         Array(#"{"cniVersion":"1.0.0","name":"pxbench","type":"plexus","cniDir":"\#(tmp)/cache","binDir":"\#(plugins)","parallelAttach":\#(parallel),"delegates":[\#(nine.joined(separator: ","))]}"#.utf8)
     }
     func run(_ command: String, cid: String, parallel: Bool) -> Double {
-        let env = baseEnv + ["CNI_COMMAND=\(command)", "CNI_CONTAINERID=\(cid)", "CNI_NETNS=\(netns)", "CNI_IFNAME=eth0",
-                             "CNI_PATH=\(plugins)", "CNI_ARGS=IgnoreUnknown=1;K8S_POD_NAMESPACE=bench;K8S_POD_NAME=p"]
-        let t0 = Clock.monotonicNanoseconds()
-        let out = try? Subprocess.run(path: plexusPath, arguments: [plexusPath], environment: env, stdin: config(parallel: parallel),
-                                      timeoutNanoseconds: 60_000_000_000)
-        let dt = ms(Clock.monotonicNanoseconds() - t0)
-        if out?.exitStatus != 0 {
-            print("plexus \(command) failed: \(String(decoding: out?.stdout ?? [], as: UTF8.self))")
-            exit(1)
-        }
-        return dt
+        spawnPlexus(plexusPath, command, cid: cid, stdin: config(parallel: parallel)).ms
     }
     /// The ceiling on this machine: the cluster network, then the 8 others from 8 threads of this process.
     func directConcurrent(_ command: String, cid: String) -> Double {
@@ -225,19 +225,7 @@ if only == "attach" {
     }
     func direct(_ command: String, cid: String) -> Double {
         let t0 = Clock.monotonicNanoseconds()
-        do {
-            if command == "ADD" {
-                directResults = []
-                for (i, l) in nineLists.enumerated() {
-                    directResults.append(try runner.add(l, RuntimeConf(containerID: cid, netns: netns, ifname: i == 0 ? "eth0" : "net\(i)")))
-                }
-            } else {
-                for (i, l) in nineLists.enumerated().reversed() {
-                    try runner.del(l, RuntimeConf(containerID: cid, netns: netns, ifname: i == 0 ? "eth0" : "net\(i)"),
-                                   prevResult: i < directResults.count ? directResults[i] : nil)
-                }
-            }
-        } catch {
+        do { try directNetworks(command, nineLists, cid: cid) } catch {
             print("direct \(command) of 9 networks failed: \(error)")
             exit(1)
         }
@@ -294,17 +282,7 @@ if only != "core" {
     }
     let pair = [lists[0], lists[3]]
     func run(_ binary: String, _ command: String, cid: String, finalizer: Bool) -> Double {
-        let env = baseEnv + ["CNI_COMMAND=\(command)", "CNI_CONTAINERID=\(cid)", "CNI_NETNS=\(netns)", "CNI_IFNAME=eth0",
-                             "CNI_PATH=\(plugins):\(finDir)", "CNI_ARGS=IgnoreUnknown=1;K8S_POD_NAMESPACE=bench;K8S_POD_NAME=p"]
-        let t0 = Clock.monotonicNanoseconds()
-        let out = try? Subprocess.run(path: binary, arguments: [binary], environment: env, stdin: config(finalizer: finalizer),
-                                      timeoutNanoseconds: 60_000_000_000)
-        let dt = ms(Clock.monotonicNanoseconds() - t0)
-        if out?.exitStatus != 0 {
-            print("\(binary) \(command) failed: \(String(decoding: out?.stdout ?? [], as: UTF8.self))")
-            exit(1)
-        }
-        return dt
+        spawnPlexus(binary, command, cid: cid, stdin: config(finalizer: finalizer), cniPath: "\(plugins):\(finDir)").ms
     }
     let finalizerList = try? NetworkConfigList(bytes: Array(#"{"cniVersion":"1.0.0","name":"pxbench","plugins":[{"type":"plexus-policy-route"}]}"#.utf8), source: "bench")
     let finRunner = NetworkRunner(executor: executor, searchPaths: [finDir])
@@ -312,10 +290,7 @@ if only != "core" {
         let t0 = Clock.monotonicNanoseconds()
         do {
             if command == "ADD" {
-                directResults = []
-                for (i, l) in pair.enumerated() {
-                    directResults.append(try runner.add(l, RuntimeConf(containerID: cid, netns: netns, ifname: i == 0 ? "eth0" : "net1")))
-                }
+                try directNetworks(command, pair, cid: cid)
                 // The runtime's share of a finalizer: one merge and one exec.
                 if let finalizerList {
                     let merged = try CNIResult.merge(directResults.map { ($0, "1.0.0") }, to: "1.0.0")
@@ -326,10 +301,7 @@ if only != "core" {
                     let merged = try CNIResult.merge(directResults.map { ($0, "1.0.0") }, to: "1.0.0")
                     try finRunner.del(finalizerList, RuntimeConf(containerID: cid, netns: netns, ifname: "eth0"), prevResult: merged)
                 }
-                for (i, l) in pair.enumerated().reversed() {
-                    try runner.del(l, RuntimeConf(containerID: cid, netns: netns, ifname: i == 0 ? "eth0" : "net1"),
-                                   prevResult: i < directResults.count ? directResults[i] : nil)
-                }
+                try directNetworks(command, pair, cid: cid)
             }
         } catch {
             print("direct \(command) with finalizer failed: \(error)")
