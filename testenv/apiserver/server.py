@@ -5,7 +5,7 @@ It serves just enough of the Kubernetes API for Plexus' tests, for real `kubectl
 Python `kubernetes` client: discovery, an OpenAPI v3 stub, namespaces, pods (+status), events, CRDs and the
 custom resources they define (NetworkAttachmentDefinitions), DRA objects (resource.k8s.io/v1 ResourceClaims
 (+status), ResourceSlices, DeviceClasses, ResourceClaimTemplates) with metadata.managedFields and server-side apply,
-Table output, watch, merge / strategic-merge / JSON patch, resourceVersion conflicts, metav1.Status errors,
+Table output, watch (bookmarks), list pagination, merge / strategic-merge / JSON patch, resourceVersion conflicts, metav1.Status errors,
 bearer-token and client-certificate auth, a JSONL request log and fault injection through an unauthenticated
 control API under /_test/.
 
@@ -22,6 +22,8 @@ State dir layout (created as needed, reused on restart):
 """
 
 import argparse
+import base64
+import bisect
 import collections
 import copy
 import datetime
@@ -29,6 +31,7 @@ import hashlib
 import http
 import json
 import os
+import posixpath
 import random
 import re
 import secrets
@@ -59,9 +62,11 @@ class ApiError(Exception):
     def __init__(self, code, reason, message, details=None, headers=None):
         super().__init__(message)
         self.code, self.reason, self.message, self.details, self.headers = code, reason, message, details, headers
+        self.list_continue = None     # Status.metadata.continue (a paginated list whose continue token expired)
 
     def body(self):
-        b = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": self.message}
+        md = {"continue": self.list_continue} if self.list_continue else {}
+        b = {"kind": "Status", "apiVersion": "v1", "metadata": md, "status": "Failure", "message": self.message}
         if self.reason:      # StatusReasonUnknown ("") is omitted, as for errors that are not a metav1.Status
             b["reason"] = self.reason
         if self.details:
@@ -225,6 +230,71 @@ def strip_volatile(obj):
     md = o.get("metadata") or {}
     md.pop("resourceVersion", None)
     md.pop("managedFields", None)
+    return o
+
+
+# --------------------------------------------------------------------------------------------- list pagination
+# Continue tokens as k8s.io/apiserver/pkg/storage (continue.go) encodes them: base64.RawURLEncoding of
+# {"v":"meta.k8s.io/v1","rv":<list RV>,"start":"<key after the last returned item, relative to the list prefix>"}.
+# Keys are the etcd key suffixes: "<namespace>/<name>" for namespaced resources, "<name>" otherwise, so a list is
+# ordered as the real server orders it.
+
+CONTINUE_EXPIRED = ("The provided continue parameter is too old to display a consistent list result. You can start a "
+                    "new list without the continue parameter, or use the continue token in this response to retrieve "
+                    "the remainder of the results. Continuing with the provided token results in an inconsistent list "
+                    "- objects that were created, modified, or deleted between the time the first chunk was returned "
+                    "and now may show up in the list.")
+
+
+def encode_continue(rv, start):
+    raw = json.dumps({"v": "meta.k8s.io/v1", "rv": rv, "start": start}, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def decode_continue(token):
+    """(start key relative to the list prefix, rv) like storage.DecodeContinue; 400 BadRequest on a bad token."""
+    def bad(detail):
+        return bad_request(f"invalid continue token: continue key is not valid{detail}")
+    m = re.search(r"[^A-Za-z0-9_-]", token)
+    if m:
+        raise bad(f": illegal base64 data at input byte {m.start()}")
+    if len(token) % 4 == 1:
+        raise bad(f": illegal base64 data at input byte {len(token) - 1}")
+    try:
+        c = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+    except ValueError as e:
+        raise bad(f": {e}")
+    if not isinstance(c, dict):
+        raise bad(": json: cannot unmarshal into Go value of type storage.continueToken")
+    if c.get("v") != "meta.k8s.io/v1":
+        raise bad(f": server does not recognize this encoded version {c.get('v') or ''}")
+    rv, start = c.get("rv"), c.get("start")
+    if not isinstance(rv, int) or isinstance(rv, bool) or rv == 0:
+        raise bad(": incorrect encoded start resourceVersion (version meta.k8s.io/v1)")
+    if not isinstance(start, str) or not start:
+        raise bad(": encoded start key empty (version meta.k8s.io/v1)")
+    key = start if start.startswith("/") else "/" + start
+    if key.startswith("//") or posixpath.normpath(key) != key:
+        raise bad(f": {start}")
+    return key[1:], rv
+
+
+def store_key(res, ns, name):
+    return f"{ns}/{name}" if res.namespaced else name
+
+
+def bookmark_object(res, rv, annotations=None):
+    """The object of a BOOKMARK event: only kind, apiVersion and metadata.resourceVersion carry information. Like
+    the real server (which encodes an empty Go object), built-in kinds also have `creationTimestamp: null`, and a
+    Pod has `spec: {containers: null}` and `status: {}`."""
+    md = {"resourceVersion": str(rv)}
+    if not res.custom:
+        md["creationTimestamp"] = None
+    if annotations:
+        md["annotations"] = annotations
+    o = {"kind": res.kind, "apiVersion": res.gv, "metadata": md}
+    if res.plural == "pods" and not res.group:
+        o["spec"], o["status"] = {"containers": None}, {}
     return o
 
 
@@ -2128,7 +2198,9 @@ class State:
         self.resources = {}          # (group, version, plural) -> Resource
         self.objects = collections.defaultdict(dict)   # (group, plural) -> {(ns, name): obj}
         self.history = collections.deque(maxlen=max(args.history, 1))
-        self.floor = self.rv         # watches from an RV below this get 410 Expired
+        self.floor = self.rv         # watches (and continue tokens) from an RV below this get 410 Expired
+        self.skey_floors = {}        # (group, plural) -> RV of its newest event dropped from the history
+        self.snapshots = collections.OrderedDict()   # (skey, rv) -> (sorted keys, objects): paginated lists
         self.data_path = os.path.join(args.state_dir, "data.json")
         self.tokens_path = args.tokens_file or os.path.join(args.state_dir, "tokens")
         self._tok_cache = (None, {})
@@ -2264,9 +2336,16 @@ class State:
 
     def emit(self, typ, res, obj):
         if len(self.history) == self.history.maxlen:
-            self.floor = self.history[0][0]
+            dropped = self.history[0]
+            self.skey_floors[dropped[2]] = dropped[0]
         self.history.append((int(obj["metadata"]["resourceVersion"]), typ, res.skey, copy.deepcopy(obj)))
         self.cond.notify_all()
+
+    def watch_floor(self, skey):
+        """A watch of this resource from an RV below this is 410 Expired: the history no longer has all of the
+        resource's later events (one --history buffer for all resources; like the real per-resource watch caches,
+        events of other resources dropped from it do not expire a watch), or the RV is from before a compaction."""
+        return max(self.floor, self.skey_floors.get(skey, 0))
 
     def out(self, res, obj, in_list=False):
         o = copy.deepcopy(obj)
@@ -2422,9 +2501,9 @@ class State:
             raise bad_request("metadata must be an object")
         return md
 
-    def create(self, res, ns, obj, q, manager=None, managed=None):
+    def create(self, res, ns, obj, q, manager=None, managed=None, bulk=False):
         """manager: the request's field manager; managed: the ManagedFields to record instead of an Update entry
-        (server-side apply creating the object)."""
+        (server-side apply creating the object). bulk: POST /_test/bulk (no save, returns None)."""
         md = self.check_body_header(res, obj)
         dry = q.get("dryRun") == "All"
         if not md.get("name") and md.get("generateName"):
@@ -2466,6 +2545,8 @@ class State:
             if res.plural == "customresourcedefinitions":
                 self.register_crd(obj)
             self.emit("ADDED", res, obj)
+            if bulk:
+                return None
             self.save()
             return self.out(res, obj), warnings
 
@@ -2491,13 +2572,136 @@ class State:
                 raise bad_request(message(k))
 
     def list(self, res, ns, q):
+        """All matching objects (no pagination) and the list RV."""
+        items, rv, _, _ = self.list_page(res, ns, {k: v for k, v in q.items() if k not in ("limit", "continue")})
+        return [copy.deepcopy(o) for o in items], rv
+
+    def _snapshot(self, skey):
+        """(sorted store keys, objects) of one resource at the current RV. Stored objects are replaced, never
+        changed in place, so a snapshot is a consistent view for the continue pages of a list."""
+        cached = self.snapshots.get((skey, self.rv))
+        if cached is not None:
+            self.snapshots.move_to_end((skey, self.rv))
+            return cached
+        res = self.any_res(skey)
+        rows = sorted(((store_key(res, ons, name) if res else name, o)
+                       for (ons, name), o in self.objects[skey].items()), key=lambda r: r[0])
+        snap = ([k for k, _ in rows], [o for _, o in rows])
+        self.snapshots[(skey, self.rv)] = snap
+        while len(self.snapshots) > 64:
+            self.snapshots.popitem(last=False)
+        return snap
+
+    def list_page(self, res, ns, q):
+        """A list request with `limit` / `continue` as the real server (etcd3 store) serves it. Returns (items,
+        list RV, continue token or "", remainingItemCount or None). The continue pages are served from the
+        snapshot of the first page (a consistent list at its RV); a token whose RV is below the compacted floor
+        is 410 Expired (with a token to continue inconsistently at the latest RV, rv -1); resourceVersion=0 is
+        served "from the watch cache", which ignores limit (unless --paginate-rv0)."""
         lsel = parse_label_selector(q.get("labelSelector"))
         fsel = parse_field_selector(q.get("fieldSelector"))
         self.check_field_selector(res, fsel)
+        limit_s, cont = q.get("limit", ""), q.get("continue", "")
+        rvq, rvm = q.get("resourceVersion", ""), q.get("resourceVersionMatch", "")
+        try:
+            limit = int(limit_s) if limit_s else 0
+        except ValueError:
+            raise bad_request(f'strconv.ParseInt: parsing "{limit_s}": invalid syntax')
+        start = ""
+        if cont:
+            if rvm:
+                raise invalid_kind("ListOptions", "meta.k8s.io", "", [
+                    ("resourceVersionMatch", "Forbidden: resourceVersionMatch is forbidden when continue is provided")])
+            if rvq not in ("", "0"):
+                raise bad_request("specifying resource version is not allowed when using continue")
+            start, crv = decode_continue(cont)
+        elif rvq == "0" and not self.args.paginate_rv0:
+            limit = 0
+        prefix = f"{ns}/" if res.namespaced and ns is not None else ""
         with self.lock:
-            items = [o for (ons, _), o in sorted(self.objects[res.skey].items(), key=lambda kv: (kv[0][0] or "", kv[0][1]))
-                     if (ns is None or ons == ns) and label_match(lsel, o) and field_match(fsel, o)]
-            return [copy.deepcopy(o) for o in items], str(self.rv)
+            if cont and crv != -1:
+                snap = self.snapshots.get((res.skey, crv)) if crv >= self.floor else None
+                if snap is None:      # compacted (or the snapshot is gone, which a compaction would also do)
+                    raise self._continue_expired(start)
+                rv = crv
+            else:
+                snap, rv = self._snapshot(res.skey), self.rv
+            keys, objs = snap
+            n = len(keys)
+            j = bisect.bisect_left(keys, prefix + start)
+            items, last_key, more = [], None, False
+            while j < n and keys[j].startswith(prefix):
+                if limit > 0 and len(items) >= limit:
+                    more = True
+                    break
+                o = objs[j]
+                if label_match(lsel, o) and field_match(fsel, o):
+                    items.append(o)
+                last_key = keys[j]
+                j += 1
+            token, remaining = "", None
+            if more:
+                token = encode_continue(rv, last_key[len(prefix):] + "\x00")
+                if not lsel and not fsel:
+                    hi = bisect.bisect_left(keys, prefix[:-1] + "0") if prefix else n
+                    remaining = hi - j
+            return items, str(rv), token, remaining
+
+    def _continue_expired(self, start):
+        e = ApiError(410, "Expired", CONTINUE_EXPIRED)
+        e.list_continue = encode_continue(-1, start)
+        return e
+
+    def res_for_kind(self, api_version, kind):
+        for r in self.resources.values():
+            if r.gv == api_version and r.kind == kind:
+                return r
+        return None
+
+    def compact(self):
+        """Compacts the watch history at the current RV: the RV moves on by one (an RV no object has), the floor
+        becomes that RV and the history is dropped, so every open watch (its last RV is below the floor) gets a 410
+        ERROR event and a watch or a continue token from an older RV gets 410."""
+        with self.lock:
+            self.rv += 1
+            self.floor = self.rv
+            self.history.clear()
+            self.skey_floors.clear()
+            self.snapshots.clear()
+            self.cond.notify_all()
+            self.save()
+            return self.floor
+
+    def bulk_create(self, objects, create_namespaces=True):
+        """Creates many objects as POSTs would (RVs, uid, creationTimestamp, defaults, validation, ADDED events),
+        under one lock hold and with one save. A namespaced object without metadata.namespace goes to "default";
+        missing namespaces are created unless create_namespaces is false (then 404 as for a POST)."""
+        counts, errors, namespaces = collections.Counter(), [], 0
+        ns_res = self.res("", "v1", "namespaces")
+        with self.lock:
+            for i, obj in enumerate(objects):
+                try:
+                    if not isinstance(obj, dict) or not isinstance(obj.get("metadata", {}), dict):
+                        raise bad_request("the object must be a JSON object with a metadata object")
+                    av, kind = obj.get("apiVersion"), obj.get("kind")
+                    res = self.res_for_kind(av, kind)
+                    if res is None:
+                        raise ApiError(404, "NotFound", f'no matches for kind "{kind}" in version "{av}"')
+                    ns = None
+                    if res.namespaced:
+                        ns = (obj.get("metadata") or {}).get("namespace") or "default"
+                        if create_namespaces and not self.ns_exists(ns):
+                            self.create(ns_res, None, {"apiVersion": "v1", "kind": "Namespace",
+                                                       "metadata": {"name": ns}}, {}, bulk=True)
+                            namespaces += 1
+                    self.create(res, ns, obj, {}, bulk=True)
+                    counts[res.plural if not res.group else f"{res.plural}.{res.group}"] += 1
+                except ApiError as e:
+                    errors.append({"index": i, "code": e.code, "reason": e.reason or "", "message": e.message})
+            self.save()
+            return {"created": sum(counts.values()), "namespacesCreated": namespaces, "byResource": dict(counts),
+                    "errors": errors, "resourceVersion": str(self.rv), "floor": str(self.floor),
+                    "watchFloors": {f"{p}.{g}" if g else p: str(self.watch_floor((g, p))) for g, p in self.skey_floors}}
 
     def update(self, res, ns, name, body, sub, q, patch_base=None, manager=None):
         """PUT semantics (also used by PATCH with the patched object). Returns (status code, object, warnings).
@@ -3388,10 +3592,17 @@ class Handler(BaseHTTPRequestHandler):
                                      TABLE_CT.format(v=tv))
             return self.send_obj(200, st.out(res, obj))
         if verb == "list":
-            items, rv = st.list(res, ns, q)
+            items, rv, token, remaining = st.list_page(res, ns, q)
+            lmd = {"resourceVersion": rv}
+            if token:
+                lmd["continue"] = token
+            if remaining is not None:
+                lmd["remainingItemCount"] = remaining
             if tv:
-                return self.send_obj(200, st.table(res, items, rv, tv, include), TABLE_CT.format(v=tv))
-            return self.send_obj(200, {"kind": res.list_kind, "apiVersion": res.gv, "metadata": {"resourceVersion": rv},
+                t = st.table(res, items, rv, tv, include)
+                t["metadata"] = lmd
+                return self.send_obj(200, t, TABLE_CT.format(v=tv))
+            return self.send_obj(200, {"kind": res.list_kind, "apiVersion": res.gv, "metadata": lmd,
                                        "items": [st.out(res, o, in_list=True) for o in items]})
         if verb == "watch":
             return self.watch(res, ns, q, tv, include)
@@ -3445,6 +3656,11 @@ class Handler(BaseHTTPRequestHandler):
         return False
 
     def watch(self, res, ns, q, tv, include):
+        """A chunked watch. Events are ADDED/MODIFIED/DELETED (Tables with a Table Accept header), BOOKMARK
+        (sendInitialEvents' initial-events-end, and every --bookmark-interval seconds with allowWatchBookmarks=true:
+        the RV the watch has reached, the global RV when nothing of this resource changed) and ERROR (410 Expired
+        when the history is too old or was compacted). Ends at timeoutSeconds (terminating chunk) or, without the
+        terminating chunk, when POST /_test/drop-watches cuts the connection."""
         st = self.server.state
         lsel = parse_label_selector(q.get("labelSelector"))
         fsel = parse_field_selector(q.get("fieldSelector"))
@@ -3457,6 +3673,7 @@ class Handler(BaseHTTPRequestHandler):
         timeout = min(timeout, self.server.args.watch_timeout)
         deadline = time.monotonic() + timeout
         send_initial = parse_bool(q.get("sendInitialEvents", ""))
+        interval = self.server.args.bookmark_interval if parse_bool(q.get("allowWatchBookmarks", "")) else 0
 
         def matches(o):
             return (ns is None or o["metadata"].get("namespace") == ns) and label_match(lsel, o) and field_match(fsel, o)
@@ -3464,20 +3681,28 @@ class Handler(BaseHTTPRequestHandler):
         with st.lock:
             initial, expired = [], False
             if rvq in ("", "0") or send_initial:
+                # stored objects are replaced on every write, never changed in place: no copies needed
                 initial = [o for (ons, _), o in sorted(st.objects[res.skey].items(), key=lambda kv: (kv[0][0] or "", kv[0][1]))
                            if matches(o)]
-                initial = [copy.deepcopy(o) for o in initial]
                 last = st.rv
             else:
                 try:
                     last = int(rvq)
                 except ValueError:
                     raise bad_request(f"invalid resourceVersion {rvq!r}")
-                expired = last < st.floor
+                expired = last < st.watch_floor(res.skey)
         ct = TABLE_CT.format(v=tv) if tv else "application/json"
         self.log_req(200, watch=True)
         self.wfile.write(self.head_bytes(200, [("Content-Type", ct), ("Transfer-Encoding", "chunked")]))
         first = [True]
+        buf, buffered = [], [0]
+
+        def flush():
+            if buf:
+                data = b"".join(buf)
+                buf.clear()
+                buffered[0] = 0
+                self.wfile.write(data)
 
         def send(typ, obj):
             if tv and typ != "ERROR" and typ != "BOOKMARK":
@@ -3486,39 +3711,64 @@ class Handler(BaseHTTPRequestHandler):
             elif typ in ("ERROR", "BOOKMARK"):
                 o = obj
             else:
-                o = st.out(res, obj)
-            self.write_chunk(dumps({"type": typ, "object": o}))
+                o = dict(obj)           # st.out() without the deep copy: only serialised
+                o["apiVersion"], o["kind"] = res.gv, res.kind
+            data = dumps({"type": typ, "object": o})
+            buf.append(b"%x\r\n%s\r\n" % (len(data), data))   # one event per chunk, written in batches
+            buffered[0] += len(data)
+            if buffered[0] >= 65536:
+                flush()
 
+        self.watch_dropped = False
+        self.server.register_watch(self, True)
         try:
             if expired:
-                send("ERROR", ApiError(410, "Expired", f"too old resource version: {rvq} ({st.floor})").body())
+                send("ERROR", ApiError(410, "Expired", f"too old resource version: {rvq} ({st.watch_floor(res.skey)})").body())
             else:
                 for o in initial:
                     send("ADDED", o)
+                initial = None
                 if send_initial:
-                    send("BOOKMARK", {"kind": res.kind, "apiVersion": res.gv, "metadata": {
-                        "resourceVersion": str(last), "annotations": {"k8s.io/initial-events-end": "true"}}})
-                while time.monotonic() < deadline:
+                    send("BOOKMARK", bookmark_object(res, last, {"k8s.io/initial-events-end": "true"}))
+                flush()
+                next_bm = time.monotonic() + interval if interval > 0 else None
+                while not self.watch_dropped and time.monotonic() < deadline:
                     with st.cond:
-                        if last < st.floor:
-                            evs, gone = [], True
-                        else:
-                            gone = False
-                            evs = [(rv, t, o) for rv, t, skey, o in st.history if rv > last and skey == res.skey]
-                            if not evs:
-                                st.cond.wait(min(1.0, max(deadline - time.monotonic(), 0.01)))
+                        floor = st.watch_floor(res.skey)
+                        gone = last < floor
+                        evs = [] if gone else [(rv, t, o) for rv, t, skey, o in st.history
+                                               if rv > last and skey == res.skey]
+                        passed = st.rv      # every event up to here is in evs (bump and emit share the lock)
                     if gone:
-                        send("ERROR", ApiError(410, "Expired", f"too old resource version: {last} ({st.floor})").body())
+                        send("ERROR", ApiError(410, "Expired", f"too old resource version: {last} ({floor})").body())
                         break
                     for rv, t, o in evs:
                         last = rv
                         if matches(o):
                             send(t, o)
-                    if not evs and self.client_gone():
+                    last = max(last, passed)
+                    now = time.monotonic()
+                    if next_bm is not None and now >= next_bm:
+                        send("BOOKMARK", bookmark_object(res, last))
+                        next_bm = max(next_bm + interval, now + interval / 2)
+                    flush()
+                    if evs:
+                        continue
+                    if self.client_gone():
                         break
-            self.wfile.write(b"0\r\n\r\n")
+                    wait = min(1.0, deadline - now)
+                    if next_bm is not None:
+                        wait = min(wait, next_bm - now)
+                    with st.cond:
+                        if st.rv == passed and not self.watch_dropped and wait > 0:
+                            st.cond.wait(wait)
+            if not self.watch_dropped:
+                flush()
+                self.wfile.write(b"0\r\n\r\n")
         except (OSError, ssl.SSLError):
             pass
+        finally:
+            self.server.register_watch(self, False)
         self.close_connection = True
 
     # ---- control API (unauthenticated, loopback only, never logged nor faulted)
@@ -3582,6 +3832,24 @@ class Handler(BaseHTTPRequestHandler):
             b = body() or {}
             srv.ctx.load_cert_chain(b["cert"], b["key"])
             return self.send_obj(200, {"ok": True})
+        if parts == ["compact"] and m == "POST":
+            floor = srv.state.compact()
+            return self.send_obj(200, {"floor": str(floor), "resourceVersion": str(srv.state.rv)})
+        if parts == ["bulk"] and m == "POST":
+            b = body()
+            objs = b.get("objects") if isinstance(b, dict) else None
+            if not isinstance(objs, list):
+                raise bad_request('expected {"objects":[<object>, ...]}')
+            t0 = time.monotonic()
+            out = srv.state.bulk_create(objs, create_namespaces=b.get("createNamespaces", True) is not False)
+            out["seconds"] = round(time.monotonic() - t0, 3)
+            return self.send_obj(200, out)
+        if parts == ["drop-watches"] and m == "POST":
+            return self.send_obj(200, {"dropped": srv.drop_watches()})
+        if parts == ["watches"] and m == "GET":
+            with srv.watch_lock:
+                items = [{"path": h.url_path, "query": h.url_query, "conn": h.conn_id} for h in srv.watchers]
+            return self.send_obj(200, {"count": len(items), "items": items})
         if parts == ["objects"] and m == "GET":
             with srv.state.lock:
                 return self.send_obj(200, {"rv": srv.state.rv, "items": [
@@ -3601,7 +3869,33 @@ class TLSServer(ThreadingHTTPServer):
         self.reqlog = RequestLog(os.path.join(args.state_dir, "requests.jsonl"))
         self.conn_lock = threading.Lock()
         self.conn_seq = 0
+        self.watch_lock = threading.Lock()
+        self.watchers = set()        # handlers serving a watch (POST /_test/drop-watches cuts them)
         super().__init__(addr, Handler)
+
+    def register_watch(self, handler, on):
+        with self.watch_lock:
+            (self.watchers.add if on else self.watchers.discard)(handler)
+
+    def drop_watches(self):
+        """Cuts every open watch connection (TCP FIN at once, no terminating chunk, no TLS close_notify), as an
+        apiserver restart or a network cut would. The shutdown goes through a dup of the socket's fd, so the
+        SSLSocket the watch thread is using is left alone; that thread sees the flag within a second."""
+        with self.watch_lock:
+            handlers = list(self.watchers)
+        for h in handlers:
+            h.watch_dropped = True
+            try:
+                s = socket.fromfd(h.connection.fileno(), h.connection.family, socket.SOCK_STREAM)
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                finally:
+                    s.close()
+            except (OSError, ValueError):
+                pass
+        with self.state.cond:
+            self.state.cond.notify_all()
+        return len(handlers)
 
     def get_request(self):
         sock, addr = self.socket.accept()
@@ -3702,6 +3996,11 @@ def main(argv=None):
                     help="pods with spec.nodeName stay Terminating this many seconds on delete")
     ap.add_argument("--watch-timeout", type=float, default=1800.0)
     ap.add_argument("--history", type=int, default=1000, help="watch event history size")
+    ap.add_argument("--bookmark-interval", type=float, default=1.0, metavar="SECONDS",
+                    help="BOOKMARK events this often on watches with allowWatchBookmarks=true (0: never; the real "
+                         "server sends one about every minute)")
+    ap.add_argument("--paginate-rv0", action="store_true",
+                    help="honour limit on resourceVersion=0 lists too (the real watch cache ignores it)")
     ap.add_argument("--preinstall-crd", action="append", help="CRD manifest (JSON, or YAML if PyYAML is present)")
     ap.add_argument("--preinstall-nad-crd", action="store_true", help="start with the NAD CRD installed")
     ap.add_argument("--log-bodies", action="store_true")

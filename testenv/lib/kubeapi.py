@@ -79,12 +79,14 @@ class KubeAPI:
     """A running test API server. Usable as a context manager; stop() is idempotent."""
 
     def __init__(self, state_dir=None, *, port=0, persist=True, minor=32, preinstall_nad_crd=False,
-                 extra_args=(), start=True, ready_timeout=20.0):
+                 extra_args=(), start=True, ready_timeout=20.0, bookmark_interval=None, paginate_rv0=False):
         self._own_dir = state_dir is None
         self.state_dir = Path(state_dir or tempfile.mkdtemp(prefix="plexus-kubeapi-")).resolve()
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.port = port
         self.persist, self.minor, self.preinstall_nad_crd = persist, minor, preinstall_nad_crd
+        self.bookmark_interval = bookmark_interval   # --bookmark-interval (None: the server's default, 1 s)
+        self.paginate_rv0 = paginate_rv0             # --paginate-rv0
         self.extra_args = list(extra_args)
         self.ready_timeout = ready_timeout
         self.proc = None
@@ -145,6 +147,10 @@ class KubeAPI:
             cmd.append("--persist")
         if self.preinstall_nad_crd:
             cmd.append("--preinstall-nad-crd")
+        if self.bookmark_interval is not None:
+            cmd += ["--bookmark-interval", str(self.bookmark_interval)]
+        if self.paginate_rv0:
+            cmd.append("--paginate-rv0")
         cmd += self.extra_args
         self._log = open(self.state_dir / "server.log", "ab")
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT)
@@ -642,6 +648,38 @@ class KubeAPI:
 
     def faults(self):
         return self.control("GET", "/_test/faults")["items"]
+
+    # ------------------------------------------------------------------ watch history / bulk load / watch cuts
+    def compact(self):
+        """POST /_test/compact: compact the watch history at the current RV. Every open watch gets a 410 ERROR
+        event and ends; watches and continue tokens from an older RV get 410. Returns the new floor (an RV
+        string; lists and new watches from "" continue from it)."""
+        return self.control("POST", "/_test/compact")["floor"]
+
+    def bulk_create(self, objects, *, create_namespaces=True, check=True, timeout=120):
+        """POST /_test/bulk: create many objects (full JSON with apiVersion and kind) as POSTs would, quickly.
+        Missing namespaces are created (unless create_namespaces=False). Returns {"created", "namespacesCreated",
+        "byResource", "errors", "resourceVersion", "floor", "seconds"}; with check, raises KubeAPIError when an
+        object failed."""
+        body = {"objects": list(objects)}
+        if not create_namespaces:
+            body["createNamespaces"] = False
+        status, data = self._raw("POST", "/_test/bulk", json.dumps(body, separators=(",", ":")),
+                                 headers={"Content-Type": "application/json"}, auth=False, timeout=timeout)
+        if status >= 300 or (check and data.get("errors")):
+            raise KubeAPIError(status if status >= 300 else 422,
+                               data if status >= 300 else {"message": json.dumps(data["errors"][:5])},
+                               "POST", "/_test/bulk")
+        return data
+
+    def drop_watches(self):
+        """POST /_test/drop-watches: cut every open watch connection (TCP close without the terminating chunk).
+        Returns how many were cut."""
+        return self.control("POST", "/_test/drop-watches")["dropped"]
+
+    def open_watches(self):
+        """GET /_test/watches: the open watches ({"path", "query", "conn"} dicts)."""
+        return self.control("GET", "/_test/watches")["items"]
 
     def clear_faults(self):
         self.control("DELETE", "/_test/faults")
