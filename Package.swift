@@ -25,6 +25,7 @@ let package = Package(
         .executable(name: "plexus-admin", targets: ["plexus-admin"]),
         .executable(name: "plexus-passthru", targets: ["plexus-passthru"]),
         .executable(name: "plexus-policy-route", targets: ["plexus-policy-route"]),
+        .executable(name: "plexus-daemon", targets: ["plexus-daemon"]),
     ],
     dependencies: [
         // Only the `plexus-kubeconfig` converter links Yams (and with it Foundation + ICU, ~1.5 ms of start-up):
@@ -61,7 +62,15 @@ let package = Package(
         // The node installer run by the DaemonSet: binaries, generated conflist, kubeconfig, watch, uninstall.
         .target(name: "PlexusInstall", dependencies: ["CNISpec", "SystemKit"]),
 
-        .executableTarget(name: "plexus", dependencies: ["PlexusCore", "SystemKit", "Netlink", "NetAttach", "CNISpec"], linkerSettings: fastStart),
+        // The thin plugin ↔ node daemon protocol and the plugin's client side (sockets only, no Kubernetes).
+        .target(name: "DaemonWire", dependencies: ["SystemKit"]),
+        // The real I/O of a CNI call (delegates, Kubernetes, netlink), shared by the plugin and the daemon.
+        .target(name: "PlexusWiring", dependencies: ["PlexusCore", "CNIInvoke", "CNISpec", "NetAttach", "Netlink", "SystemKit", "DaemonWire"]),
+        // The node daemon: watch caches, shared API connection, socket server, metrics.
+        .target(name: "PlexusDaemon", dependencies: ["PlexusCore", "PlexusWiring", "KubeClient", "DaemonWire", "CNIInvoke", "CNISpec", "SystemKit"]),
+        .executableTarget(name: "plexus-daemon", dependencies: ["PlexusDaemon", "SystemKit"]),
+
+        .executableTarget(name: "plexus", dependencies: ["PlexusCore", "PlexusWiring", "DaemonWire", "SystemKit", "CNISpec"], linkerSettings: fastStart),
         // Admin tools over the node's cache and configurations: inspect, validate.
         .target(name: "PlexusAdmin", dependencies: ["PlexusCore", "CNIInvoke", "CNISpec", "NetAttach", "SystemKit"]),
         .executableTarget(name: "plexus-admin", dependencies: [
@@ -89,6 +98,7 @@ let package = Package(
         .testTarget(name: "PlexusCoreTests", dependencies: ["PlexusCore", "CNIInvoke", "CNISpec", "SystemKit", "KubeClient", "DeviceInfo", "NetAttach"]),
         .testTarget(name: "PlexusInstallTests", dependencies: ["PlexusInstall", "CNISpec", "SystemKit"]),
         .testTarget(name: "PlexusAdminTests", dependencies: ["PlexusAdmin", "PlexusCore", "CNIInvoke", "CNISpec", "SystemKit"]),
+        .testTarget(name: "PlexusDaemonTests", dependencies: ["PlexusDaemon", "DaemonWire", "KubeClient", "CNISpec", "SystemKit", "PlexusCore"]),
         .testTarget(name: "PolicyRouteTests", dependencies: ["PolicyRoute", "CNISpec"]),
         .testTarget(name: "IntegrationTests", dependencies: ["CNISpec", "SystemKit"]),
     ],

@@ -13,6 +13,8 @@ bash testenv/apt-ensure.sh $PKGS
 PY="${PYTHON:-python3}"
 "$PY" -c 'import pytest' 2>/dev/null || "$PY" -m pip install -q pytest || "$PY" -m pip install -q --break-system-packages pytest
 "$PY" -c 'import hypothesis' 2>/dev/null || "$PY" -m pip install -q hypothesis || "$PY" -m pip install -q --break-system-packages hypothesis
+"$PY" -c 'import prometheus_client' 2>/dev/null || "$PY" -m pip install -q prometheus-client || \
+    "$PY" -m pip install -q --break-system-packages prometheus-client
 "$PY" -c 'import kubernetes' 2>/dev/null || "$PY" -m pip install -q kubernetes || "$PY" -m pip install -q --break-system-packages kubernetes || \
     echo "testenv/install.sh: python kubernetes client unavailable; its tests will be skipped" >&2
 # Offline Kubernetes OpenAPI schemas (bundled in the package) for the deploy/ manifest checks; pulls in PyYAML.

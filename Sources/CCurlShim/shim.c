@@ -131,6 +131,9 @@ struct px_curl {
     size_t hdr_len, hdr_cap;
 
     char errbuf[CURL_ERROR_SIZE];
+
+    px_curl_stream_fn stream_fn;
+    void *stream_ctx;
 };
 
 static int grow(void **buf, size_t *cap, size_t need) {
@@ -147,6 +150,7 @@ static int grow(void **buf, size_t *cap, size_t need) {
 static size_t on_write(char *data, size_t size, size_t nmemb, void *ctx) {
     px_curl *h = ctx;
     size_t n = size * nmemb;
+    if (h->stream_fn != NULL) return h->stream_fn((const unsigned char *)data, n, h->stream_ctx) == 0 ? n : 0;
     if (h->body_len + n > h->body_max) { h->body_overflow = 1; return 0; }
     if (grow((void **)&h->body, &h->body_cap, h->body_len + n + 1) != 0) return 0;
     memcpy(h->body + h->body_len, data, n);
@@ -218,7 +222,14 @@ void px_curl_reset(px_curl *h) {
     api.easy_reset(h->easy);
     clear_request(h);
     clear_response(h);
+    h->stream_fn = NULL;
+    h->stream_ctx = NULL;
     install_defaults(h);
+}
+
+void px_curl_set_stream(px_curl *h, px_curl_stream_fn fn, void *ctx) {
+    h->stream_fn = fn;
+    h->stream_ctx = ctx;
 }
 
 int px_curl_setopt_long(px_curl *h, CURLoption opt, long value) { return api.easy_setopt(h->easy, opt, value); }

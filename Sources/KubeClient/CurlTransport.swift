@@ -6,7 +6,7 @@ internal import CCurlShim
 /// server is verified against the configured CA only (`CAINFO`/`CAINFO_BLOB` with `CAPATH` unset: loading the
 /// system bundle costs ~26 ms); with no CA configured, libcurl's default trust store is used. TCP_NODELAY and
 /// NOSIGNAL are set; each request gets its own connect and total timeout. Not thread-safe.
-public final class CurlTransport: HTTPTransport {
+public final class CurlTransport: StreamingHTTPTransport {
     public let config: KubeConfig
     public var userAgent: String
     /// Largest response body accepted.
@@ -82,6 +82,68 @@ public final class CurlTransport: HTTPTransport {
             headers = HTTPResponse.parseHeaders(block)
         }
         return HTTPResponse(status: status, headers: headers, body: body)
+    }
+
+    /// Sends `request` and hands each piece of a 2xx response body to `onData` as it arrives (a watch). `onData`
+    /// returning false ends the transfer early; that is not an error. A non-2xx response is returned with its
+    /// body (at most 1 MiB) and `onData` is never called.
+    public func stream(_ request: HTTPRequest, onData: @escaping ([UInt8]) -> Bool) throws(TransportError) -> HTTPResponse {
+        let h = try prepareHandle()
+        px_curl_reset(h)
+        try configure(h, request)
+        let box = StreamBox(handle: h, onData: onData)
+        let ctx = Unmanaged.passUnretained(box).toOpaque()
+        px_curl_set_stream(h, { data, len, raw in
+            guard let raw else { return 1 }
+            let box = Unmanaged<StreamBox>.fromOpaque(raw).takeUnretainedValue()
+            let bytes = data.map { Array(UnsafeBufferPointer(start: $0, count: len)) } ?? []
+            return box.deliver(bytes) ? 0 : 1
+        }, ctx)
+        let rc = withExtendedLifetime(box) { px_curl_perform(h) }
+        var connects = 0
+        if px_curl_getinfo_long(h, CURLINFO_NUM_CONNECTS, &connects) == 0 { connectionsOpened += connects }
+        if rc != 0 && !(rc == 23 && box.stoppedByCaller) {  // 23: CURLE_WRITE_ERROR, i.e. onData said stop
+            throw Self.error(code: rc, detail: String(cString: px_curl_error_detail(h)))
+        }
+        var status = 0
+        _ = px_curl_getinfo_long(h, CURLINFO_RESPONSE_CODE, &status)
+        var hdrLen = 0
+        var headers: [String: String] = [:]
+        if let p = px_curl_headers(h, &hdrLen), hdrLen > 0 {
+            let block = p.withMemoryRebound(to: UInt8.self, capacity: hdrLen) {
+                String(decoding: UnsafeBufferPointer(start: $0, count: hdrLen), as: UTF8.self)
+            }
+            headers = HTTPResponse.parseHeaders(block)
+        }
+        return HTTPResponse(status: status, headers: headers, body: box.errorBody)
+    }
+
+    private final class StreamBox {
+        let handle: OpaquePointer
+        let onData: ([UInt8]) -> Bool
+        var status = 0
+        var errorBody: [UInt8] = []
+        var stoppedByCaller = false
+        init(handle: OpaquePointer, onData: @escaping ([UInt8]) -> Bool) {
+            self.handle = handle
+            self.onData = onData
+        }
+
+        func deliver(_ bytes: [UInt8]) -> Bool {
+            if status == 0 {
+                var s = 0
+                _ = px_curl_getinfo_long(handle, CURLINFO_RESPONSE_CODE, &s)
+                status = s
+            }
+            if !(200..<300).contains(status) {
+                if errorBody.count + bytes.count > 1 << 20 { return false }
+                errorBody += bytes
+                return true
+            }
+            if onData(bytes) { return true }
+            stoppedByCaller = true
+            return false
+        }
     }
 
     private func prepareHandle() throws(TransportError) -> OpaquePointer {

@@ -118,3 +118,10 @@ public protocol HTTPTransport: AnyObject {
     func send(_ request: HTTPRequest) throws(TransportError) -> HTTPResponse
 }
 
+
+/// A transport that can also deliver a response body as it arrives (watches).
+public protocol StreamingHTTPTransport: HTTPTransport {
+    /// Sends `request`; each piece of a 2xx body goes to `onData` (false stops the transfer, which is not an
+    /// error). A non-2xx response comes back whole, with `onData` never called.
+    func stream(_ request: HTTPRequest, onData: @escaping ([UInt8]) -> Bool) throws(TransportError) -> HTTPResponse
+}

@@ -8,6 +8,10 @@ import SystemKit
 public protocol KubeAPI {
     /// `GET /api/v1/namespaces/{ns}/pods/{name}`.
     func getPod(namespace: String, name: String) throws(KubeError) -> JSON
+    /// The pod an ADD plans for. Only its metadata (uid, annotations), `spec.nodeName` and the claim statuses are
+    /// read, so a watch cache may answer with a trimmed copy; it must not answer with a pod whose uid differs from
+    /// `expectedUID` (the runtime's `K8S_POD_UID`). Defaults to `getPod`.
+    func getPodForAttachment(namespace: String, name: String, expectedUID: String?) throws(KubeError) -> JSON
     /// `GET /apis/k8s.cni.cncf.io/v1/namespaces/{ns}/network-attachment-definitions/{name}`.
     func getNetworkAttachmentDefinition(namespace: String, name: String) throws(KubeError) -> JSON
     /// JSON merge patch `{"metadata":{"annotations":{...}}}` on the pod's `status` subresource (a nil value deletes
@@ -34,6 +38,12 @@ public protocol KubeAPI {
     /// HTTP requests sent so far (every attempt counts; libcurl may additionally resend once, transparently, when
     /// a kept-alive connection turns out to be dead).
     var requestCount: Int { get }
+}
+
+extension KubeAPI {
+    public func getPodForAttachment(namespace: String, name: String, expectedUID: String?) throws(KubeError) -> JSON {
+        try getPod(namespace: namespace, name: name)
+    }
 }
 
 /// The pod an event is about.
@@ -70,6 +80,11 @@ public final class KubeHTTPClient: KubeAPI {
     private var jitter: JitterSource
     private var cachedToken: String?
     private var tokenLoaded = false
+    private var tokenLoadedAt: Int64 = 0
+    /// Re-read `tokenFile` when the token read last is older than this (client-go's file token source re-reads
+    /// every minute, so a long-lived process follows the kubelet's rotation of projected tokens). nil: read once,
+    /// and again only after a 401 (a CNI invocation lives for milliseconds).
+    public var tokenMaxAgeNanoseconds: Int64?
 
     public init(
         config: KubeConfig, transport: any HTTPTransport, deadline: Int64, retryPolicy: RetryPolicy = .default,
@@ -318,9 +333,19 @@ public final class KubeHTTPClient: KubeAPI {
         return json
     }
 
-    /// The bearer token: `tokenFile` (read once per client, again after a 401), falling back to `token`.
-    private func bearerToken(_ op: String) throws(KubeError) -> String? {
+    func countRequest() { requestCount += 1 }
+
+    /// Makes the next request read the token file again.
+    func invalidateToken() { tokenLoaded = false }
+
+    /// The bearer token: `tokenFile` (read once per client, again after a 401 or once `tokenMaxAgeNanoseconds`
+    /// passed), falling back to `token`.
+    func bearerToken(_ op: String) throws(KubeError) -> String? {
+        if tokenLoaded, let maxAge = tokenMaxAgeNanoseconds, config.tokenFile != nil, clock.now() - tokenLoadedAt > maxAge {
+            tokenLoaded = false
+        }
         if tokenLoaded { return cachedToken }
+        tokenLoadedAt = clock.now()
         if let file = config.tokenFile {
             do {
                 let text = try FileSystem.readString(file).trimmingSpaces

@@ -135,7 +135,7 @@ public enum Dispatcher {
         }
     }
 
-    static func configure(_ logger: Logger, config: PlexusConfig, invocation: CNIInvocation) {
+    public static func configure(_ logger: Logger, config: PlexusConfig, invocation: CNIInvocation) {
         logger.toStderr = config.logToStderr
         if let l = config.logLevel.flatMap(LogLevel.init(name:)) { logger.level = l }
         if let f = config.logFile { logger.setFile(f) }

@@ -35,7 +35,7 @@ public struct KubernetesPlanner: NetworkPlanner {
         // The planning phase's API budget starts now (after any readiness wait).
         api.setDeadline(Clock.deadline(afterSeconds: config.apiDeadlineSeconds))
         let podJSON: JSON
-        do { podJSON = try api.getPod(namespace: pod.namespace, name: pod.name) } catch {
+        do { podJSON = try api.getPodForAttachment(namespace: pod.namespace, name: pod.name, expectedUID: pod.uid) } catch {
             throw CNIError(kubeCode(error), "cannot get pod \(pod)", details: error.description)
         }
         podBox?.pod = podJSON

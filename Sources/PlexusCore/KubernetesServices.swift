@@ -5,20 +5,32 @@ import SystemKit
 /// Builds the Kubernetes client for an ADD only when the API is configured (`kubeconfig`, or the in-cluster
 /// service environment) and the call names a pod. libcurl is loaded at that moment, so VERSION, DEL, CHECK, STATUS,
 /// GC and runs without Kubernetes never pay for it.
+///
+/// The node daemon passes `makeAPI` instead: its watch caches and shared connection stand behind the same
+/// `KubeAPI`, so planning, reporting and claims are the very code the thin path runs.
 public final class KubernetesServices {
+    public typealias APIFactory = (PlexusConfig, CNIInvocation, Logger) throws(CNIError) -> (any KubeAPI)?
     let environment: [String: String]
-    private var client: KubeHTTPClient?
+    let makeAPI: APIFactory?
+    private var client: (any KubeAPI)?
     private var built = false
     /// The pod the planner read, for the claim source.
     let podBox = PodObjectBox()
 
-    public init(environment: [String: String]) { self.environment = environment }
+    public init(environment: [String: String], makeAPI: APIFactory? = nil) {
+        self.environment = environment
+        self.makeAPI = makeAPI
+    }
 
     /// The API client for this invocation, or nil when Kubernetes is not configured or the call has no pod.
-    public func client(config: PlexusConfig, invocation: CNIInvocation, logger: Logger) throws(CNIError) -> KubeHTTPClient? {
+    public func client(config: PlexusConfig, invocation: CNIInvocation, logger: Logger) throws(CNIError) -> (any KubeAPI)? {
         if built { return client }
         built = true
         guard invocation.pod != nil else { return nil }
+        if let makeAPI {
+            client = try makeAPI(config, invocation, logger)
+            return client
+        }
         let kubeConfig: KubeConfig
         do {
             if let path = config.kubeconfig {

@@ -47,6 +47,11 @@ public struct PlexusConfig: Sendable {
     /// ResourceClaims whose devices Plexus attached (server-side apply, one field manager per attachment).
     public var draPublishNetworkData = false
 
+    /// The node daemon's socket (`plexus-daemon`): ADDs are forwarded there and run locally when nobody answers
+    /// within `daemonAdmitMilliseconds`. nil: every call runs in this process. DEL never goes to the daemon.
+    public var daemonSocket: String?
+    public var daemonAdmitMilliseconds = 500
+
     /// Multus' auxiliary chain: `{"type":"plexus-passthru"}` plus the plugin confs of `<baseDirectory>/<name>/`,
     /// attached after every other network when that directory holds any.
     public var auxiliaryCNIChainName: String?
@@ -130,6 +135,10 @@ public struct PlexusConfig: Sendable {
         if let v = try r.bool("parallelTeardown") { parallelTeardown = v }
         if let v = try r.bool("parallelAttach") { parallelAttach = v }
         if let v = try r.bool("draPublishNetworkData") { draPublishNetworkData = v }
+        daemonSocket = try r.string("daemonSocket").flatMap { $0.isEmpty ? nil : $0 }
+        do throws(CNIError) {
+            if let v = try r.duration("daemonAdmitSeconds", maximum: 60) { daemonAdmitMilliseconds = max(1, Int(v * 1000)) }
+        } catch { settingProblems.append(error) }
         if let v = try r.string("podResourcesSocket"), !v.isEmpty { podResourcesSocket = v }
         if let v = try r.string("kubeletCheckpoint"), !v.isEmpty { kubeletCheckpoint = v }
         if let v = try r.string("deviceInfoDir"), !v.isEmpty { deviceInfoDir = v }
@@ -171,7 +180,7 @@ public struct PlexusConfig: Sendable {
         for (key, value) in [("confDir", confDir), ("cniDir", cniDir), ("binDir", binDir), ("logFile", logFile ?? ""),
                              ("readinessindicatorfile", readinessIndicatorFile ?? ""), ("kubeconfig", kubeconfig ?? ""),
                              ("podResourcesSocket", podResourcesSocket), ("kubeletCheckpoint", kubeletCheckpoint),
-                             ("deviceInfoDir", deviceInfoDir)] {
+                             ("deviceInfoDir", deviceInfoDir), ("daemonSocket", daemonSocket ?? "")] {
             try CNIValidation.validatePath(value, key: key)
             if !value.isEmpty && !value.hasPrefix("/") {
                 throw CNIError(.invalidNetworkConfig, "configuration key \"\(key)\" must be an absolute path", details: value)

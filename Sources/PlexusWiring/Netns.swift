@@ -8,18 +8,20 @@ import PlexusCore
 /// Netlink calls of one invocation share this bound (each opens its own socket in the pod's netns).
 let netlinkTimeoutMilliseconds = 5000
 
-struct NetlinkNetns: InterfaceLister, NetnsRouting {
+public struct NetlinkNetns: InterfaceLister, NetnsRouting {
+    public init() {}
+
     func session(_ netns: String) throws(NetlinkError) -> NetlinkSession {
         try NetlinkSession(netnsPath: netns, timeoutMilliseconds: netlinkTimeoutMilliseconds)
     }
 
-    func interfaces(netns: String) throws(CNIError) -> [String] {
+    public func interfaces(netns: String) throws(CNIError) -> [String] {
         do { return try session(netns).links().map(\.name) } catch {
             throw CNIError(.ioFailure, "cannot list the interfaces of \(netns)", details: error.description)
         }
     }
 
-    func snapshot(netns: String) throws(CNIError) -> NetnsSnapshot {
+    public func snapshot(netns: String) throws(CNIError) -> NetnsSnapshot {
         do {
             let s = try session(netns)
             let links = try s.links()
@@ -67,7 +69,7 @@ struct NetlinkNetns: InterfaceLister, NetnsRouting {
         return String(decoding: out, as: UTF8.self)
     }
 
-    func setDefaultRoute(netns: String, ifname: String, gateway: IPAddress) throws(CNIError) {
+    public func setDefaultRoute(netns: String, ifname: String, gateway: IPAddress) throws(CNIError) {
         do {
             let s = try session(netns)
             guard let link = try s.links().first(where: { $0.name == ifname }) else {

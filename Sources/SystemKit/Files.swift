@@ -143,6 +143,13 @@ public enum FileSystem {
     /// Clears the name of a file Plexus owns: whatever stands there goes (a file, link, FIFO, or an empty
     /// directory put where a file belongs); a missing entry is fine. A directory with content is never deleted:
     /// it is moved aside (see `quarantine`), so the name is free again and nothing in it is lost.
+    /// Removes `path` when it is a unix socket (never another kind of file); errors are ignored.
+    public static func removeSocket(_ path: String) {
+        guard isCSafe(path) else { return }
+        var st = stat()
+        if lstat(path, &st) == 0 && (st.st_mode & S_IFMT) == S_IFSOCK { unlink(path) }
+    }
+
     public static func removeOwnEntry(_ path: String) throws(SystemError) {
         try checkPath(path, "unlink")
         if unlink(path) == 0 || px_errno() == ENOENT { return }

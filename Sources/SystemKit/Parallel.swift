@@ -47,3 +47,50 @@ private final class Slot<T>: @unchecked Sendable {
     var value: T?
     init() {}
 }
+
+/// Long-lived and per-connection threads of the node daemon.
+public enum Threads {
+    private final class Body: @unchecked Sendable {
+        let run: () -> Void
+        init(_ run: @escaping () -> Void) { self.run = run }
+    }
+
+    /// Starts `body` on a new detached POSIX thread; false when the thread could not be created.
+    @discardableResult
+    public static func detach(_ body: @escaping @Sendable () -> Void) -> Bool {
+        let job = Unmanaged.passRetained(Body(body))
+        var attr = pthread_attr_t()
+        pthread_attr_init(&attr)
+        defer { pthread_attr_destroy(&attr) }
+        pthread_attr_setdetachstate(&attr, Int32(PTHREAD_CREATE_DETACHED))
+        // 8 MiB like the main thread: JSON parsing and serialisation recurse up to `JSON.maxDepth`. Only the pages a
+        // thread touches count in RSS.
+        pthread_attr_setstacksize(&attr, 8 << 20)
+        var tid = pthread_t()
+        let rc = pthread_create(&tid, &attr, { raw in
+            guard let raw else { return nil }
+            Unmanaged<Body>.fromOpaque(raw).takeRetainedValue().run()
+            return nil
+        }, job.toOpaque())
+        if rc != 0 { job.release() }
+        return rc == 0
+    }
+}
+
+/// A counting semaphore (POSIX `sem_t`): the daemon's cap on calls running at once.
+public final class CountingSemaphore: @unchecked Sendable {
+    private let sem: UnsafeMutablePointer<sem_t>
+
+    public init(_ value: Int) {
+        sem = .allocate(capacity: 1)
+        sem_init(sem, 0, UInt32(clamping: max(0, value)))
+    }
+
+    deinit {
+        sem_destroy(sem)
+        sem.deallocate()
+    }
+
+    public func wait() { while sem_wait(sem) != 0 && errno == EINTR {} }
+    public func signal() { sem_post(sem) }
+}

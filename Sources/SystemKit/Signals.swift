@@ -1,7 +1,6 @@
 #if canImport(Glibc)
 import Glibc
 #endif
-import SystemKit
 
 /// Waits for SIGTERM/SIGINT without a signal handler: the signals are blocked and taken with `sigtimedwait`, which
 /// doubles as the watch loop's sleep. A signal that arrives while the installer is busy stays pending and ends

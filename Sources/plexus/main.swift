@@ -2,8 +2,9 @@
 // into the dispatcher. All behaviour lives in PlexusCore.
 import CNIInvoke
 import CNISpec
-import Netlink
+import DaemonWire
 import PlexusCore
+import PlexusWiring
 import SystemKit
 
 #if canImport(Glibc)
@@ -27,24 +28,21 @@ let isVersion = environment["CNI_COMMAND"] == "VERSION"
 let input: [UInt8] = isVersion ? [] : ((try? FileSystem.readAll(fd: 0, path: "<stdin>", limit: 16 << 20)) ?? [])
 let logger = Logger(level: .error, toStderr: true)
 
+// Daemon mode: an ADD goes to the node daemon when the configuration names its socket; nobody answering in time
+// means this process runs the call, as without a daemon. Every other verb (DEL above all) always runs here.
+if environment["CNI_COMMAND"] == "ADD", let config = try? PlexusConfig(bytes: input), let socket = config.daemonSocket {
+    switch DaemonFallback.forward(socket: socket, config: config, environment: environment, baseEnvironment: baseEnvironment,
+                                  stdin: input, logger: logger) {
+    case .relay(let stdout, let code):
+        try? FileSystem.writeAll(fd: 1, stdout, path: "<stdout>")
+        exit(code)
+    case .runHere:
+        break
+    }
+}
+
 let kubernetes = KubernetesServices(environment: environment)
-
-let services = PlexusServices(
-    makeExecutor: { config in
-        ProcessPluginExecutor(baseEnvironment: baseEnvironment, timeoutSeconds: config.delegateTimeoutSeconds)
-    },
-    makePlanner: { config, invocation, logger throws(CNIError) in
-        try kubernetes.planner(config: config, invocation: invocation, logger: logger)
-    },
-    makeReporter: { config, invocation, logger in
-        kubernetes.reporter(config: config, invocation: invocation, logger: logger)
-    },
-    interfaceLister: NetlinkNetns(),
-    routing: NetlinkNetns(),
-    makeClaimSource: { config, invocation, logger in kubernetes.claimSource(config: config, invocation: invocation, logger: logger) },
-    makeClaimPublisher: { config, invocation, logger in kubernetes.claimPublisher(config: config, invocation: invocation, logger: logger) },
-    logger: logger)
-
+let services = PlexusWiring.services(baseEnvironment: baseEnvironment, kubernetes: kubernetes, logger: logger)
 let outcome = Dispatcher.run(environment: environment, stdin: input, services: services)
 try? FileSystem.writeAll(fd: 1, outcome.stdout, path: "<stdout>")
 exit(outcome.exitCode)

@@ -31,7 +31,7 @@ from testenv.lib.kubeapi import KUBECTL, NAD_CRD_DIR, KubeAPI
 REPO = px.REPO
 WORK_DIR = os.path.join(REPO, "testenv", ".work")
 FIGURES_PATH = os.path.join(WORK_DIR, "k8s-figures.json")
-BINARIES = ("plexus", "plexus-kubeconfig", "plexus-admin", px.FAKE)
+BINARIES = ("plexus", "plexus-kubeconfig", "plexus-admin", "plexus-daemon", px.FAKE)
 
 NETWORKS_ANN = "k8s.v1.cni.cncf.io/networks"
 DEFAULT_NET_ANN = "v1.multus-cni.io/default-network"
@@ -82,7 +82,7 @@ def bare(cidrs):
 class K8sPod:
     """A pod: a netns + container ID + an API object whose identity goes into CNI_ARGS."""
 
-    def __init__(self, env, ns, name, annotations=None, uid=None, create=True):
+    def __init__(self, env, ns, name, annotations=None, uid=None, create=True, node_name=None):
         self.env = env
         self.namespace = ns
         self.name = name
@@ -90,7 +90,7 @@ class K8sPod:
         self.cid = env.cid(name[-6:])
         self.uid = uid or "pxk-uid-%s-%d" % (nl.RUN_TAG, next(_uid_counter))
         if create:
-            env.kube.create_pod(ns, name, annotations or {}, uid=self.uid)
+            env.kube.create_pod(ns, name, annotations or {}, uid=self.uid, node_name=node_name)
         self.cni_args = pod_cni_args(ns, name, self.cid, self.uid)
         env.pods.append(self)
 
@@ -201,8 +201,8 @@ class K8sEnv(px.Env):
             f.write(nad_yaml(ns, name, config))
         return self.kube.kubectl("apply", "-f", path).stdout
 
-    def pod(self, ns, name, annotations=None, uid=None, create=True):
-        return K8sPod(self, ns, name, annotations, uid, create)
+    def pod(self, ns, name, annotations=None, uid=None, create=True, node_name=None):
+        return K8sPod(self, ns, name, annotations, uid, create, node_name)
 
     # --- state --------------------------------------------------------------------------------------------------
     def leftovers(self, pods=(), bridges=()):

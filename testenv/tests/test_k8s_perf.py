@@ -11,6 +11,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 if REPO not in sys.path:
     sys.path.insert(0, REPO)
 
+from testenv.lib.daemon import NODE, Daemon  # noqa: E402
 from testenv.lib.plexus import build_bin_dir  # noqa: E402
 from testenv.lib.k8s_scenarios import (FIGURES_PATH, NETWORKS_ANN, k8s_bins, kenv, kube,  # noqa: E402,F401
                                        median, run_network_direct, write_figures)
@@ -19,7 +20,7 @@ NS = "pxk-perf"
 ROUNDS = 15
 
 
-def test_add_time_plexus_vs_direct_delegates(kenv):
+def test_add_time_plexus_vs_direct_delegates(kenv, request):
     kube = kenv.kube
     kenv.install_crd()
     mv_cfg, _ = kenv.macvlan_nad("pxk-mv")
@@ -28,9 +29,16 @@ def test_add_time_plexus_vs_direct_delegates(kenv):
     kenv.apply_nad_kubectl(NS, "pxk-st", st_cfg)
     static_ip = "10.231.%s.9/24" % kenv.subnet().split(".")[2]
     pod = kenv.pod(NS, "perf", {NETWORKS_ANN: json.dumps(
-        [{"name": "pxk-mv"}, {"name": "pxk-st", "interface": "net2", "ips": [static_ip]}])})
+        [{"name": "pxk-mv"}, {"name": "pxk-st", "interface": "net2", "ips": [static_ip]}])}, node_name=NODE)
     cluster = kenv.cluster()["list"]
     cfg = kenv.config()
+    # the same pod through the node daemon (its watch caches hold the pod and both NADs)
+    daemon = Daemon(kenv)
+    request.addfinalizer(daemon.kill)
+    daemon.start()
+    daemon.wait_cached("pods", 1)
+    daemon.wait_cached("network-attachment-definitions", 2)
+    daemon_cfg = kenv.config(daemonSocket=daemon.socket)
     direct_ns = kenv.netns()
     direct_path = "/var/run/netns/" + direct_ns
     # what the runtime would run itself: the same three networks, same ifnames, same per-network runtimeConfig
@@ -42,18 +50,19 @@ def test_add_time_plexus_vs_direct_delegates(kenv):
     local_cfg = kenv.config(delegates=[cluster, mv_cfg, st_inline])
     local_cfg.pop("kubeconfig")
 
-    def plexus_round(i):
-        pod.cid = kenv.cid("pp%d" % i)
+    def plexus_round(i, config=cfg, tag="pp"):
+        pod.cid = kenv.cid("%s%d" % (tag, i))
         pod.cni_args = pod.cni_args.split(";K8S_POD_INFRA_CONTAINER_ID=")[0] + \
             ";K8S_POD_INFRA_CONTAINER_ID=%s;K8S_POD_UID=%s" % (pod.cid, pod.uid)
         since = kube.requests()[-1]["seq"] if kube.requests() else 0
         t0 = time.perf_counter()
-        out = pod.add(cfg)
+        out = pod.add(config)
         dt = time.perf_counter() - t0
         assert out.ok, out
-        n = len(kube.requests(since=since))
+        # the daemon's own lists and watches are not requests of this ADD
+        n = len([r for r in kube.requests(since=since) if "watch=" not in (r.get("query") or "")])
         assert pod.links() == ["eth0", "net1", "net2"]
-        d = pod.delete(cfg)
+        d = pod.delete(config)
         assert d.ok, d
         return dt, n
 
@@ -81,17 +90,23 @@ def test_add_time_plexus_vs_direct_delegates(kenv):
 
     # warm-up (page cache, first dlopen of libcurl), not counted
     plexus_round(-1)
+    plexus_round(-1, daemon_cfg, "pdm")
     direct_round(-1)
     local_round(-1)
     px_times, direct_times, local_times, req_counts = [], [], [], []
+    daemon_times, daemon_req_counts = [], []
     for i in range(ROUNDS):
-        order = ["px", "direct", "local"]
-        order = order[i % 3:] + order[:i % 3]          # rotate who goes first
+        order = ["px", "direct", "local", "daemon"]
+        order = order[i % 4:] + order[:i % 4]          # rotate who goes first
         for who in order:
             if who == "px":
                 dt, n = plexus_round(i)
                 px_times.append(dt)
                 req_counts.append(n)
+            elif who == "daemon":
+                dt, n = plexus_round(i, daemon_cfg, "pdm")
+                daemon_times.append(dt)
+                daemon_req_counts.append(n)
             elif who == "direct":
                 direct_times.append(direct_round(i))
             else:
@@ -113,7 +128,13 @@ def test_add_time_plexus_vs_direct_delegates(kenv):
         "direct_add_ms_all": [round(t * 1000, 2) for t in direct_times],
         "api_requests_per_add": sorted(set(req_counts)),
         "api_requests_per_add_median": median(req_counts),
+        "daemon_add_median_ms": round(median(daemon_times) * 1000, 2),
+        "ratio_daemon_over_direct": round(median(daemon_times) / direct_med, 3),
+        "daemon_overhead_median_ms": round((median(daemon_times) - direct_med) * 1000, 2),
+        "daemon_add_ms_all": [round(t * 1000, 2) for t in daemon_times],
+        "api_requests_per_add_daemon": sorted(set(daemon_req_counts)),
     }
+    assert daemon.sample("plexus_daemon_requests_total", command="ADD", result="ok") == ROUNDS + 1
     write_figures("add_2_nads_vs_direct", figures)
     assert os.path.exists(FIGURES_PATH)
 
@@ -280,4 +301,46 @@ def test_dra_backed_network_cost(kenv):
         # one ADD + DEL: GET pod, GET NAD, GET claim, LIST slices, PATCH pods/status (DEL makes none)
         "api_requests_one_add": [(r["method"], r["path"].replace(API, "<dra>")) for r in one_add],
         "bin_dir": build_bin_dir(),
+    })
+
+
+def test_daemon_rss_with_10k_pods_and_1k_nads(kenv, request):
+    """Figure: the daemon's resident memory with 10,000 pods of its node and 1,000 NADs in its watch caches."""
+    kenv.install_crd()
+    daemon = Daemon(kenv)
+    request.addfinalizer(daemon.kill)
+    daemon.start()
+    empty_kib = daemon.rss_kib()
+    nad_cfg = json.dumps({"cniVersion": "1.0.0", "name": "n", "type": "macvlan", "master": "eth0",
+                          "ipam": {"type": "host-local", "subnet": "10.231.250.0/24"}})
+    objects = [{"apiVersion": "k8s.cni.cncf.io/v1", "kind": "NetworkAttachmentDefinition",
+                "metadata": {"name": "nad-%04d" % i, "namespace": "pxk-rss%d" % (i % 10)}, "spec": {"config": nad_cfg}}
+               for i in range(1000)]
+    objects += [{"apiVersion": "v1", "kind": "Pod",
+                 "metadata": {"name": "pod-%05d" % i, "namespace": "pxk-rss%d" % (i % 10),
+                              "labels": {"app": "rss", "pod-template-hash": "5d8f7c9b4"},
+                              "annotations": {NETWORKS_ANN: "nad-%04d, nad-%04d" % (i % 1000, (i + 1) % 1000)}},
+                 "spec": {"nodeName": NODE, "containers": [{"name": "main", "image": "registry.k8s.io/pause:3.10",
+                                                            "resources": {"requests": {"cpu": "10m"}}}]}}
+                for i in range(10000)]
+    t0 = time.time()
+    kenv.kube.bulk_create(objects)
+    daemon.wait_cached("network-attachment-definitions", 1000, timeout=120)
+    daemon.wait_cached("pods", 10000, timeout=120)
+    synced_s = time.time() - t0
+    watched_kib = daemon.rss_kib()
+    # and once more after a full relist (compaction: 410, list again in pages)
+    kenv.kube.compact()
+    deadline = time.time() + 60
+    while time.time() < deadline and daemon.sample("plexus_watch_restarts_total", resource="pods", reason="expired") < 1:
+        time.sleep(0.1)
+    time.sleep(2)
+    daemon.wait_cached("pods", 10000, timeout=120)
+    relisted_kib = daemon.rss_kib()
+    write_figures("daemon_rss", {
+        "pods": 10000, "nads": 1000,
+        "rss_empty_mib": round(empty_kib / 1024, 1),
+        "rss_cached_mib": round(watched_kib / 1024, 1),
+        "rss_after_relist_mib": round(relisted_kib / 1024, 1),
+        "seconds_to_cache_after_bulk_create": round(synced_s, 2),
     })

@@ -56,6 +56,11 @@ int px_curl_set_body(px_curl *h, const void *data, size_t len);
 /// Caps the response body; a larger body fails the transfer with CURLE_WRITE_ERROR. 0 means the default (32 MiB).
 void px_curl_set_max_body(px_curl *h, size_t max);
 
+/// Called with each piece of the response body as it arrives (instead of buffering it); return 0 to go on, anything
+/// else aborts the transfer (CURLE_WRITE_ERROR). Used for watches. Cleared by px_curl_reset.
+typedef int (*px_curl_stream_fn)(const unsigned char *data, size_t len, void *ctx);
+void px_curl_set_stream(px_curl *h, px_curl_stream_fn fn, void *ctx);
+
 /// Performs the transfer. Returns the CURLcode (0 = the HTTP exchange completed, whatever the status code).
 int px_curl_perform(px_curl *h);
 
