@@ -26,9 +26,10 @@ RUN swift build -c release --static-swift-stdlib --product plexus \
     && swift build -c release --static-swift-stdlib --product plexus-kubeconfig \
     && swift build -c release --static-swift-stdlib --product plexus-passthru \
     && swift build -c release --static-swift-stdlib --product plexus-policy-route \
+    && swift build -c release --static-swift-stdlib --product plexus-daemon \
     && mkdir -p /out \
-    && for b in plexus plexus-install plexus-admin plexus-kubeconfig plexus-passthru plexus-policy-route; do cp "$(swift build -c release --show-bin-path)/$b" /out/; done \
-    && strip /out/plexus /out/plexus-install /out/plexus-admin /out/plexus-kubeconfig /out/plexus-passthru /out/plexus-policy-route \
+    && for b in plexus plexus-install plexus-admin plexus-kubeconfig plexus-passthru plexus-policy-route plexus-daemon; do cp "$(swift build -c release --show-bin-path)/$b" /out/; done \
+    && strip /out/plexus /out/plexus-install /out/plexus-admin /out/plexus-kubeconfig /out/plexus-passthru /out/plexus-policy-route /out/plexus-daemon \
     && ! ldd /out/plexus | grep -Eq 'libswift|libFoundation|libstdc\+\+|libcurl|libmnl' \
     && /out/plexus-install --help > /dev/null
 
@@ -42,6 +43,8 @@ COPY --from=build /out/plexus-kubeconfig /usr/local/lib/plexus/plexus-kubeconfig
 # The head of an auxiliaryCNIChainName chain, and the policy-routing finalizer (both CNI plugins for /opt/cni/bin).
 COPY --from=build /out/plexus-passthru /usr/local/lib/plexus/plexus-passthru
 COPY --from=build /out/plexus-policy-route /usr/local/lib/plexus/plexus-policy-route
+# The node daemon (deploy/optional/daemon.yaml): runs in its own container, never copied to the node.
+COPY --from=build /out/plexus-daemon /usr/local/bin/plexus-daemon
 COPY README.md /usr/share/doc/plexus/README.md
 USER 0
 ENTRYPOINT ["/usr/local/bin/plexus-install"]

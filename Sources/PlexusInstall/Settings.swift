@@ -64,6 +64,8 @@ public enum PlexusSettings {
         Setting(key: "auxiliaryCNIChainName", kind: .string, flag: "--auxiliary-cni-chain-name"),
         Setting(key: "draPublishNetworkData", kind: .bool, flag: "--dra-publish-network-data"),
         Setting(key: "finalizers", kind: .plugins, flag: "--finalizers"),
+        Setting(key: "daemonSocket", kind: .path, flag: "--daemon-socket"),
+        Setting(key: "daemonAdmitSeconds", kind: .seconds, flag: "--daemon-admit-seconds"),
     ]
 
     /// Keys the installer generates itself; a settings file may not set them.

@@ -432,3 +432,39 @@ def test_metrics_and_probes(kenv, request):
     assert d.get("/readyz") == (200, "ok\n")
     assert d.get("/nope")[0] == 404
     assert kenv.leftovers(pods=[pod, failing]) == []
+
+
+def test_deploy_rules_are_exactly_enough_for_the_daemon(kenv, request):
+    """deploy/'s ClusterRole plexus + deploy/optional/daemon.yaml's plexus-daemon serve ADDs through the daemon with
+    one request; without the daemon's list/watch rules its caches never sync (403) and ADDs read through."""
+    import yaml
+    from testenv.lib.deploy import DEPLOY_DIR, deploy_object
+    base = deploy_object("ClusterRole", "plexus")["rules"]
+    with open(os.path.join(DEPLOY_DIR, "optional", "daemon.yaml")) as f:
+        extra = [d for d in yaml.safe_load_all(f) if d][0]["rules"]
+    kenv.kube.define_roles({"pxd-exact": base + extra, "pxd-base": base})
+    kenv.install_crd()
+    nets = _nads(kenv, ("pxk-mv",))
+    pod = kenv.pod(NS, "rbac", {NETWORKS_ANN: "pxk-mv"}, node_name=NODE)
+    for role, synced in (("pxd-exact", True), ("pxd-base", False)):
+        token = kenv.kube.add_token("pxd-%s-user" % role, role)
+        kc = kenv.kube.write_kubeconfig(os.path.join(kenv.tmp, "kc-%s.yaml" % role), token=token)
+        d = Daemon(kenv, kubeconfig=str(kc), name="d-" + role)
+        request.addfinalizer(d.kill)
+        d.start(wait_synced=False)
+        cfg = kenv.config(kubeconfig=str(kc), daemonSocket=d.socket)
+        if synced:
+            d.wait_cached("pods", 1)
+            d.wait_cached("network-attachment-definitions", 1)
+        else:
+            _wait(lambda: d.sample("plexus_watch_restarts_total", resource="pods", reason="error") >= 1, "no 403 retry")
+            assert d.get("/readyz")[0] == 503
+            assert "403" in d.read_log() or "orbidden" in d.read_log()
+        since = _last_seq(kenv.kube)
+        out = pod.add(cfg)
+        assert out.ok, (role, out, d.read_log())
+        methods = [r["method"] for r in _api_requests(kenv.kube, since)]
+        assert methods == (["PATCH"] if synced else ["GET", "GET", "PATCH"]), (role, methods)
+        assert pod.delete(cfg).ok
+        d.stop()
+    assert _clean(kenv, pod, nets) == []

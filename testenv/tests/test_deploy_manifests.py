@@ -210,7 +210,8 @@ def dockerfile_stages():
     return stages
 
 
-SHIPPED = ("plexus", "plexus-install", "plexus-admin", "plexus-kubeconfig", "plexus-passthru", "plexus-policy-route")
+SHIPPED = ("plexus", "plexus-install", "plexus-admin", "plexus-kubeconfig", "plexus-passthru", "plexus-policy-route",
+           "plexus-daemon")
 
 
 def test_dockerfile_builds_and_ships_what_the_daemonset_runs():
@@ -254,6 +255,9 @@ def test_dockerfile_builds_and_ships_what_the_daemonset_runs():
     assert source == [os.path.dirname(copies["plexus"])], source
     assert binaries == ["plexus,plexus-admin,plexus-kubeconfig,plexus-passthru,plexus-policy-route"], binaries
     assert all(os.path.dirname(copies[b]) == source[0] for b in binaries[0].split(","))
+    # The node daemon runs from the image (deploy/optional/daemon.yaml), it is not copied to the node.
+    (d,) = [o for o in daemon_manifest() if o["kind"] == "DaemonSet"][0]["spec"]["template"]["spec"]["containers"]
+    assert d["command"] == [copies["plexus-daemon"]] and "plexus-daemon" not in binaries[0].split(",")
     entry = [l for l in runtime["lines"] if l.startswith("ENTRYPOINT")]
     assert entry and json.loads(entry[0].split(None, 1)[1]) == [copies["plexus-install"]]
 
@@ -265,3 +269,49 @@ def test_deploy_files_are_plain_manifests():
     # optional/ holds opt-in manifests; `kubectl apply -f deploy/` does not recurse into it.
     assert all(n.endswith(".yaml") for n in names if n != "optional"), names
     assert all(n.endswith(".yaml") for n in os.listdir(os.path.join(DEPLOY_DIR, "optional")))
+
+
+def daemon_manifest():
+    with open(os.path.join(DEPLOY_DIR, "optional", "daemon.yaml")) as f:
+        return [d for d in yaml.safe_load_all(f) if d]
+
+
+def test_daemon_manifest_shape_and_rbac():
+    objs = daemon_manifest()
+    assert [o["kind"] for o in objs] == ["ClusterRole", "ClusterRoleBinding", "DaemonSet"]
+    role, binding, ds = objs
+    # only what the watch caches add to the plugin's role: list + watch of pods and NADs
+    assert sorted((g, r, v) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"]
+                  for v in rule["verbs"]) == [("", "pods", "list"), ("", "pods", "watch"),
+                                              ("k8s.cni.cncf.io", "network-attachment-definitions", "list"),
+                                              ("k8s.cni.cncf.io", "network-attachment-definitions", "watch")]
+    sa = deploy_object("ServiceAccount", "plexus")
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "plexus", "namespace": sa["metadata"]["namespace"]}]
+    spec = ds["spec"]["template"]["spec"]
+    assert spec["serviceAccountName"] == "plexus" and spec["hostNetwork"] is True
+    (c,) = spec["containers"]
+    args = dict(a[2:].split("=", 1) for a in c["args"])
+    host, port = args["metrics-address"].rsplit(":", 1)
+    for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
+        g = c[probe]["httpGet"]
+        assert (g["host"], str(g["port"]), g["path"]) == (host, port, path), c[probe]
+    assert {"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}} in c["env"]
+    # the socket's directory is on the host, where the plugin (run by the runtime) connects
+    mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
+    vols = {v["name"]: v for v in spec["volumes"]}
+    sock_dir = os.path.dirname(args["socket"])
+    owner = max((p for p in mounts if sock_dir == p or sock_dir.startswith(p + "/")), key=len)
+    assert vols[mounts[owner]]["hostPath"]["path"] == owner
+    # the grace period covers the drain
+    assert spec["terminationGracePeriodSeconds"] > float(args["drain-seconds"])
+
+
+@pytest.mark.skipif(KUBECTL is None, reason="kubectl not installed")
+def test_daemon_manifest_applies(tmp_path):
+    with KubeAPI(tmp_path / "kube") as kube:
+        kube.kubectl("apply", "-f", DEPLOY_DIR)
+        out = kube.kubectl("apply", "-f", os.path.join(DEPLOY_DIR, "optional", "daemon.yaml")).stdout.splitlines()
+        assert out == ["clusterrole.rbac.authorization.k8s.io/plexus-daemon created",
+                       "clusterrolebinding.rbac.authorization.k8s.io/plexus-daemon created",
+                       "daemonset.apps/plexus-daemon created"], out
