@@ -232,7 +232,13 @@ class PlexusCRI:
     NETWORK_NAME = "pxcri-plexus"          # the conflist containerd loads (libcni cache: <name>-<sid>-eth0)
     CLUSTER_NAME = "pxq-cluster"           # the cluster network's name (network-status "name" of eth0)
 
-    def __init__(self, workdir, namespace="pxns", log_level="info"):
+    NODE_NAME = "pxq-node"
+
+    def __init__(self, workdir, namespace="pxns", log_level="info", daemon=False):
+        """``daemon``: also run ``plexus-daemon`` for this node; the conflist names its socket, so every ADD goes
+        through it (and DEL stays in the plugin)."""
+        self.use_daemon = daemon
+        self.daemon = None
         self.workdir = os.path.abspath(workdir)
         self.namespace = namespace
         self.log_level = log_level
@@ -273,6 +279,13 @@ class PlexusCRI:
             self.nets.append(self.cluster)
             with open(self.cluster_file, "w") as f:
                 json.dump(self.cluster.conflist(), f, indent=2)
+            if self.use_daemon:
+                from types import SimpleNamespace
+                from testenv.lib.daemon import Daemon
+                self.kube.install_nad_crd()       # before the daemon lists NADs (else it backs off until it exists)
+                self.daemon = Daemon(SimpleNamespace(tmp=self.workdir, bin_dir=self.build_dir, kubeconfig=self.kubeconfig),
+                                     node=self.NODE_NAME)
+                self.daemon.start()
             self.ctrd.start()
             self.ctrd.set_cni_config(self.conflist())
         except BaseException:
@@ -286,11 +299,16 @@ class PlexusCRI:
             "kubeconfig": self.kubeconfig, "logFile": self.log_file, "logLevel": self.log_level,
             "logToStderr": False,
             "capabilities": {"portMappings": True, "bandwidth": True, "io.kubernetes.cri.pod-annotations": True},
-            "clusterNetwork": self.cluster_file}]}
+            "clusterNetwork": self.cluster_file, **({"daemonSocket": self.daemon.socket} if self.daemon else {})}]}
 
     def stop(self):
         """Tear everything down; returns the list of problems (containerd leftovers, cleanup failures)."""
         problems = []
+        if self.daemon is not None:
+            if os.path.exists(os.path.join(self.cache_dir, "daemon-unavailable")):
+                problems.append("ADDs fell back to the plugin: the daemon did not answer")
+            if self.daemon.proc and self.daemon.proc.poll() is not None:
+                problems.append("plexus-daemon exited early: %s" % self.daemon.read_log()[-2000:])
         if self.ctrd is not None:
             try:
                 problems += self.ctrd.stop()
@@ -301,6 +319,8 @@ class PlexusCRI:
                 n.cleanup()
             except Exception as e:  # noqa: BLE001
                 problems.append("cleanup %s: %r" % (n.name, e))
+        if self.daemon is not None:
+            self.daemon.stop()
         if self.kube is not None:
             self.kube.close()
         return problems
@@ -334,7 +354,8 @@ class PlexusCRI:
     def create_api_pod(self, name, networks=None, uid=None):
         uid = uid or self.new_uid()
         ann = {NETWORKS_ANNOTATION: networks} if networks else {}
-        self.kube.create_pod(self.namespace, name, ann, uid=uid, create_namespace=False)
+        self.kube.create_pod(self.namespace, name, ann, uid=uid, create_namespace=False,
+                             node_name=self.NODE_NAME if self.daemon else None)
         self.api_pods.add((self.namespace, name))
         return uid
 

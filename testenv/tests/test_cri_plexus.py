@@ -43,8 +43,9 @@ def _ensure_installed():
         pytest.skip("CRI test environment not installable: " + why)
 
 
-@pytest.fixture(scope="module")
-def px():
+@pytest.fixture(scope="module", params=["thin", "daemon"])
+def px(request):
+    """The whole suite runs twice: the plugin alone, then with plexus-daemon serving the ADDs."""
     _ensure_installed()
     from testenv.lib import cri_plexus as cp
     stale = cp.sweep_stale_links()
@@ -52,7 +53,7 @@ def px():
         sys.stderr.write("\nremoved stale pxq links of an earlier run: %s\n" % stale)
     forward_before = cp.ip_forward()
     workdir = tempfile.mkdtemp(prefix="pxq-", dir="/tmp")
-    env = cp.PlexusCRI(workdir, namespace=NS)
+    env = cp.PlexusCRI(workdir, namespace=NS, daemon=request.param == "daemon")
     problems = []
     try:
         env.start()
@@ -64,7 +65,10 @@ def px():
         env.kube.apply_nad(NS, BR3, env.br3.conflist())
         yield env
     finally:
+        served = env.daemon.sample("plexus_daemon_requests_total", command="ADD", result="ok") if env.daemon else None
         problems = env.stop()
+        if env.use_daemon:
+            assert served and served > 0, "the daemon served no ADD"
         links = cp.host_links()
         shutil.rmtree(workdir, ignore_errors=True)
         assert cp.ip_forward() == forward_before, "ip_forward changed"
@@ -387,8 +391,10 @@ def test_latency_figures(px, cleanup):
         "three_networks": three,
         "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    os.makedirs(os.path.dirname(FIGURES), exist_ok=True)
-    with open(FIGURES, "w") as f:
+    path = FIGURES.replace(".json", "-daemon.json") if px.use_daemon else FIGURES
+    figures["daemon"] = px.use_daemon
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
         json.dump(figures, f, indent=2)
     for label, d in (("1 network (no annotation)", one), ("3 networks (2 NADs)", three)):
         print("\nRunPodSandbox, %s: median %.1f ms (min %.1f, max %.1f) of %d; Plexus ADD median %.1f ms "
@@ -396,4 +402,4 @@ def test_latency_figures(px, cleanup):
               % (label, d["run_pod_sandbox_ms"]["median"], d["run_pod_sandbox_ms"]["min"],
                  d["run_pod_sandbox_ms"]["max"], d["n"], d["plexus_add_ms"]["median"],
                  100 * d["plexus_share_of_median"], d["runtime_ms"]["median"], d["api_requests_per_add"]))
-    print("figures written to %s" % FIGURES)
+    print("figures written to %s" % path)
