@@ -12,6 +12,18 @@ public enum DaemonFallback {
         case runHere
     }
 
+    /// Whether the configuration bytes contain the key `daemonSocket` at all.
+    public static func mentionsDaemon(_ stdin: [UInt8]) -> Bool {
+        let key = Array("\"daemonSocket\"".utf8)
+        guard stdin.count >= key.count else { return false }
+        var i = 0
+        while i + key.count <= stdin.count {
+            if stdin[i] == key[0] && Array(stdin[i..<(i + key.count)]) == key { return true }
+            i += 1
+        }
+        return false
+    }
+
     /// `<cniDir>/daemon-unavailable` exists while ADDs fall back, so the fallback is logged once, not per ADD.
     static func marker(_ config: PlexusConfig) -> String { config.cniDir + "/daemon-unavailable" }
 

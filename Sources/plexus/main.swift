@@ -30,7 +30,9 @@ let logger = Logger(level: .error, toStderr: true)
 
 // Daemon mode: an ADD goes to the node daemon when the configuration names its socket; nobody answering in time
 // means this process runs the call, as without a daemon. Every other verb (DEL above all) always runs here.
-if environment["CNI_COMMAND"] == "ADD", let config = try? PlexusConfig(bytes: input), let socket = config.daemonSocket {
+// The byte search keeps the configuration from being parsed twice when it names no daemon.
+if environment["CNI_COMMAND"] == "ADD", DaemonFallback.mentionsDaemon(input), let config = try? PlexusConfig(bytes: input),
+   let socket = config.daemonSocket {
     switch DaemonFallback.forward(socket: socket, config: config, environment: environment, baseEnvironment: baseEnvironment,
                                   stdin: input, logger: logger) {
     case .relay(let stdout, let code):

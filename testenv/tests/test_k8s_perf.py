@@ -39,6 +39,8 @@ def test_add_time_plexus_vs_direct_delegates(kenv, request):
     daemon.wait_cached("pods", 1)
     daemon.wait_cached("network-attachment-definitions", 2)
     daemon_cfg = kenv.config(daemonSocket=daemon.socket)
+    # the direct baseline runs the networks one after the other: so does this variant
+    daemon_serial_cfg = kenv.config(daemonSocket=daemon.socket, parallelAttach=False)
     direct_ns = kenv.netns()
     direct_path = "/var/run/netns/" + direct_ns
     # what the runtime would run itself: the same three networks, same ifnames, same per-network runtimeConfig
@@ -91,18 +93,21 @@ def test_add_time_plexus_vs_direct_delegates(kenv, request):
     # warm-up (page cache, first dlopen of libcurl), not counted
     plexus_round(-1)
     plexus_round(-1, daemon_cfg, "pdm")
+    plexus_round(-2, daemon_serial_cfg, "pds")
     direct_round(-1)
     local_round(-1)
     px_times, direct_times, local_times, req_counts = [], [], [], []
-    daemon_times, daemon_req_counts = [], []
+    daemon_times, daemon_req_counts, daemon_serial_times = [], [], []
     for i in range(ROUNDS):
-        order = ["px", "direct", "local", "daemon"]
-        order = order[i % 4:] + order[:i % 4]          # rotate who goes first
+        order = ["px", "direct", "local", "daemon", "daemon-serial"]
+        order = order[i % 5:] + order[:i % 5]          # rotate who goes first
         for who in order:
             if who == "px":
                 dt, n = plexus_round(i)
                 px_times.append(dt)
                 req_counts.append(n)
+            elif who == "daemon-serial":
+                daemon_serial_times.append(plexus_round(i, daemon_serial_cfg, "pds")[0])
             elif who == "daemon":
                 dt, n = plexus_round(i, daemon_cfg, "pdm")
                 daemon_times.append(dt)
@@ -132,9 +137,11 @@ def test_add_time_plexus_vs_direct_delegates(kenv, request):
         "ratio_daemon_over_direct": round(median(daemon_times) / direct_med, 3),
         "daemon_overhead_median_ms": round((median(daemon_times) - direct_med) * 1000, 2),
         "daemon_add_ms_all": [round(t * 1000, 2) for t in daemon_times],
+        "daemon_serial_attach_add_median_ms": round(median(daemon_serial_times) * 1000, 2),
+        "ratio_daemon_serial_attach_over_direct": round(median(daemon_serial_times) / direct_med, 3),
         "api_requests_per_add_daemon": sorted(set(daemon_req_counts)),
     }
-    assert daemon.sample("plexus_daemon_requests_total", command="ADD", result="ok") == ROUNDS + 1
+    assert daemon.sample("plexus_daemon_requests_total", command="ADD", result="ok") == 2 * ROUNDS + 2
     write_figures("add_2_nads_vs_direct", figures)
     assert os.path.exists(FIGURES_PATH)
 
