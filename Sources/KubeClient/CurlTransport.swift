@@ -73,15 +73,7 @@ public final class CurlTransport: StreamingHTTPTransport {
         if let p = px_curl_body(h, &bodyLen), bodyLen > 0 {
             body = Array(UnsafeBufferPointer(start: p, count: bodyLen))
         }
-        var hdrLen = 0
-        var headers: [String: String] = [:]
-        if let p = px_curl_headers(h, &hdrLen), hdrLen > 0 {
-            let block = p.withMemoryRebound(to: UInt8.self, capacity: hdrLen) {
-                String(decoding: UnsafeBufferPointer(start: $0, count: hdrLen), as: UTF8.self)
-            }
-            headers = HTTPResponse.parseHeaders(block)
-        }
-        return HTTPResponse(status: status, headers: headers, body: body)
+        return HTTPResponse(status: status, headers: Self.responseHeaders(h), body: body)
     }
 
     /// Sends `request` and hands each piece of a 2xx response body to `onData` as it arrives (a watch). `onData`
@@ -107,15 +99,17 @@ public final class CurlTransport: StreamingHTTPTransport {
         }
         var status = 0
         _ = px_curl_getinfo_long(h, CURLINFO_RESPONSE_CODE, &status)
+        return HTTPResponse(status: status, headers: Self.responseHeaders(h), body: box.errorBody)
+    }
+
+    /// The headers of interest of the last response on `h`.
+    private static func responseHeaders(_ h: OpaquePointer) -> [String: String] {
         var hdrLen = 0
-        var headers: [String: String] = [:]
-        if let p = px_curl_headers(h, &hdrLen), hdrLen > 0 {
-            let block = p.withMemoryRebound(to: UInt8.self, capacity: hdrLen) {
-                String(decoding: UnsafeBufferPointer(start: $0, count: hdrLen), as: UTF8.self)
-            }
-            headers = HTTPResponse.parseHeaders(block)
+        guard let p = px_curl_headers(h, &hdrLen), hdrLen > 0 else { return [:] }
+        let block = p.withMemoryRebound(to: UInt8.self, capacity: hdrLen) {
+            String(decoding: UnsafeBufferPointer(start: $0, count: hdrLen), as: UTF8.self)
         }
-        return HTTPResponse(status: status, headers: headers, body: box.errorBody)
+        return HTTPResponse.parseHeaders(block)
     }
 
     private final class StreamBox {

@@ -95,25 +95,17 @@ public final class Metrics: Sendable {
         return "{" + parts.joined(separator: ",") + "}"
     }
 
-    static func escapeLabel(_ s: String) -> String {
-        var out = ""
-        for c in s.unicodeScalars {
-            switch c {
-            case "\\": out += "\\\\"
-            case "\"": out += "\\\""
-            case "\n": out += "\\n"
-            default: out.unicodeScalars.append(c)
-            }
-        }
-        return out
-    }
+    /// Label values escape backslash, double quote and newline; HELP text only backslash and newline.
+    static func escapeLabel(_ s: String) -> String { escape(s, quote: true) }
+    static func escapeHelp(_ s: String) -> String { escape(s, quote: false) }
 
-    static func escapeHelp(_ s: String) -> String {
+    static func escape(_ s: String, quote: Bool) -> String {
         var out = ""
         for c in s.unicodeScalars {
             switch c {
             case "\\": out += "\\\\"
             case "\n": out += "\\n"
+            case "\"" where quote: out += "\\\""
             default: out.unicodeScalars.append(c)
             }
         }
