@@ -39,6 +39,7 @@ public struct WatchEventDecoder {
         var events: [WatchEvent] = []
         var start = 0
         while let nl = pending[start...].firstIndex(of: 0x0A) {
+            if nl - start > maxLine { throw .lineTooLong }
             let line = Array(pending[start..<nl])
             start = nl + 1
             if line.allSatisfy({ $0 == 0x20 || $0 == 0x0D || $0 == 0x09 }) { continue }

@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import SystemKit
 
 /// A minimal HTTP/1.1 server for `/metrics`, `/healthz` and `/readyz` on a loopback TCP port or a unix socket:
@@ -36,7 +39,10 @@ public final class HTTPEndpoint: Sendable {
                 return
             }
             guard let colon = text.lastIndex(of: ":"), let port = UInt16(text[text.index(after: colon)...]) else { return nil }
-            self = .tcp(host: String(text[..<colon]), port: port)
+            let host = String(text[..<colon])
+            var a = in_addr()
+            guard inet_pton(AF_INET, host, &a) == 1 else { return nil }   // a literal IPv4 address, as listen needs
+            self = .tcp(host: host, port: port)
         }
     }
 

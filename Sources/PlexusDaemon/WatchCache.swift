@@ -100,11 +100,13 @@ public final class WatchCache<Entry: Sendable>: Sendable {
         }
     }
 
-    /// Runs until `shouldStop`: list, watch, resume, relist, back off. `onRestart(reason)` is called for every new
+    /// Runs until `shouldStop`: list, watch, resume, relist, back off. A watch the server closes within
+    /// `minimumWatchNanoseconds` without a single event counts as an error (backoff), so it cannot spin. `onRestart(reason)` is called for every new
     /// watch after the first (`closed` by the server, `expired` 410, `error`).
     public func run(client: KubeHTTPClient, pageSize: Int = 500, watchTimeoutSeconds: Int, logger: Logger,
                     shouldStop: @escaping @Sendable () -> Bool, onRestart: @escaping @Sendable (String) -> Void,
                     onRequest: @escaping @Sendable () -> Void = {}, onEvent: @escaping @Sendable (WatchEvent.Kind) -> Void = { _ in },
+                    minimumWatchNanoseconds: Int64 = 1_000_000_000,
                     sleep: (Int) -> Void = { Clock.sleep(milliseconds: $0) }) {
         var needList = true
         var backoff = 500
@@ -118,11 +120,19 @@ public final class WatchCache<Entry: Sendable>: Sendable {
                                                        ("resourceVersion", resourceVersion)])
                 }
                 onRequest()
+                let started = Clock.monotonicNanoseconds()
+                var events = 0
                 let end = try client.watch(path, resourceVersion: resourceVersion, timeoutSeconds: watchTimeoutSeconds,
                                            operation: "watch \(resource)") { [self] event in
                     apply(event)
                     onEvent(event.kind)
+                    events += 1
                     return !shouldStop()
+                }
+                // A watch closed at once with nothing in it (a proxy ending every stream) must not spin: as client-go,
+                // treat it as an error and back off.
+                if end == .closed && events == 0 && Clock.monotonicNanoseconds() - started < minimumWatchNanoseconds {
+                    throw KubeError(.invalidResponse, operation: "watch \(resource)", detail: "the watch ended at once without events")
                 }
                 backoff = 500
                 switch end {

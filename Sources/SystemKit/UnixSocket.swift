@@ -54,8 +54,8 @@ public struct StreamSocket: ~Copyable {
         return s
     }
 
-    /// Binds and listens on the unix socket `path` (a stale socket file there is replaced) with mode `mode`.
-    /// The socket is created with umask 0177 so there is no moment when others could connect.
+    /// Binds and listens on the unix socket `path` (a stale socket file there is replaced) with mode `mode`, set
+    /// before `listen`, so there is no moment when others could connect.
     public static func listen(unixPath path: String, mode: UInt32 = 0o600, backlog: Int32 = 128) throws(SystemError) -> StreamSocket {
         var addr = try address(path)
         let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
@@ -66,13 +66,12 @@ public struct StreamSocket: ~Copyable {
             guard (st.st_mode & S_IFMT) == S_IFSOCK else { throw SystemError("bind (not a socket)", path: path, errno: EEXIST) }
             unlink(path)
         }
-        let old = umask(0o177)
+        // No umask change (it is process-wide: other threads' files would lose permissions): nobody can connect
+        // before listen(), and the mode is set before that.
         let rc = withUnsafePointer(to: &addr) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
         }
-        let bindErrno = px_errno()
-        umask(old)
-        if rc != 0 { throw SystemError("bind", path: path, errno: bindErrno) }
+        if rc != 0 { throw SystemError.last("bind", path: path) }
         if chmod(path, mode_t(mode)) != 0 { throw SystemError.last("chmod", path: path) }
         if Glibc.listen(fd, backlog) != 0 { throw SystemError.last("listen", path: path) }
         return s
