@@ -99,10 +99,11 @@ public struct SystemKubeClock: KubeClock, Sendable {
 }
 
 /// Small, fast, seedable generator for backoff jitter (SplitMix64).
-struct JitterSource {
+public struct JitterSource: Sendable {
     var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> Double {
+    public init(seed: UInt64) { state = seed }
+    /// The next value in [0, 1).
+    public mutating func next() -> Double {
         state &+= 0x9E37_79B9_7F4A_7C15
         var z = state
         z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9

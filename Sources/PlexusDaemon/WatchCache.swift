@@ -110,7 +110,7 @@ public final class WatchCache<Entry: Sendable>: Sendable {
                     sleep: (Int) -> Void = { Clock.sleep(milliseconds: $0) }) {
         var needList = true
         var backoff = 500
-        var seed = UInt64(truncatingIfNeeded: Clock.monotonicNanoseconds())
+        var jitter = JitterSource(seed: UInt64(truncatingIfNeeded: Clock.monotonicNanoseconds()))
         while !shouldStop() {
             do throws(KubeError) {
                 if needList {
@@ -147,10 +147,9 @@ public final class WatchCache<Entry: Sendable>: Sendable {
                 logger.warning("watch failed, retrying", [("resource", resource), ("error", error.description),
                                                           ("backoffMs", String(backoff))])
                 onRestart("error")
-                seed = seed &* 6364136223846793005 &+ 1442695040888963407
-                let jitter = Int((seed >> 33) % UInt64(backoff / 4 + 1))
+                let extra = Int(jitter.next() * Double(backoff / 4 + 1))   // up to 25 %
                 var waited = 0
-                while waited < backoff + jitter && !shouldStop() {
+                while waited < backoff + extra && !shouldStop() {
                     sleep(100)
                     waited += 100
                 }
