@@ -228,9 +228,8 @@ def test_daemon_absent_falls_back_and_logs_once(kenv, daemon):
 def _paused_nad(kenv, name, pause):
     """A bridge network whose chain ends in the test delegate paused on ADD (until <pause>.release exists)."""
     cfg, br, sub = kenv.hostlocal_bridge_nad(name)
-    conf = {"cniVersion": "1.0.0", "name": name, "plugins": [dict(cfg, name=None) if False else
-                                                           {k: v for k, v in cfg.items() if k not in ("cniVersion", "name")},
-                                                           px.fake(pauseFile=pause)]}
+    plugin = {k: v for k, v in cfg.items() if k not in ("cniVersion", "name")}
+    conf = {"cniVersion": "1.0.0", "name": name, "plugins": [plugin, px.fake(pauseFile=pause)]}
     kenv.apply_nad_kubectl(NS, name, conf)
     return br
 
@@ -241,19 +240,27 @@ def _finish(proc, timeout=30):
     return proc.stdout.read().decode(), proc.stderr.read().decode()
 
 
+def _paused_add(kenv, d, name, others=()):
+    """A pod on the paused network plus pods without extra networks; starts the daemon `d`, starts the first pod's
+    ADD through it and returns once the delegate is paused: (proc, pod, other pods, bridge, config, pause path)."""
+    pause = os.path.join(kenv.tmp, "pause")
+    br = _paused_nad(kenv, "pxk-slow", pause)
+    d.start()
+    cfg = kenv.config(daemonSocket=d.socket)
+    pod = kenv.pod(NS, name, {NETWORKS_ANN: "pxk-slow"}, node_name=NODE)
+    rest = [kenv.pod(NS, o, {}, node_name=NODE) for o in others]
+    d.wait_cached("pods", 1 + len(rest))
+    proc = kenv.px.popen("ADD", cfg, pod.cid, pod.netns_path, cni_args=pod.cni_args)
+    _wait_file(pause + ".started")
+    return proc, pod, rest, br, cfg, pause
+
+
 def _wait_file(path, timeout=30):
     _wait(lambda: os.path.exists(path), "%s never appeared" % path, timeout)
 
 
 def test_daemon_killed_mid_add_then_thin_del_cleans_up(kenv, daemon):
-    pause = os.path.join(kenv.tmp, "pause")
-    br = _paused_nad(kenv, "pxk-slow", pause)
-    daemon.start()
-    cfg = kenv.config(daemonSocket=daemon.socket)
-    pod = kenv.pod(NS, "killed", {NETWORKS_ANN: "pxk-slow"}, node_name=NODE)
-    daemon.wait_cached("pods", 1)
-    proc = kenv.px.popen("ADD", cfg, pod.cid, pod.netns_path, cni_args=pod.cni_args)
-    _wait_file(pause + ".started")
+    proc, pod, _, br, cfg, pause = _paused_add(kenv, daemon, "killed")
     delegate = int(open(pause + ".started").read())
     daemon.kill()
     os.kill(delegate, signal.SIGKILL)
@@ -269,15 +276,7 @@ def test_daemon_killed_mid_add_then_thin_del_cleans_up(kenv, daemon):
 
 
 def test_sigterm_drains_in_flight_calls(kenv, daemon):
-    pause = os.path.join(kenv.tmp, "pause")
-    br = _paused_nad(kenv, "pxk-slow", pause)
-    daemon.start()
-    cfg = kenv.config(daemonSocket=daemon.socket)
-    pod = kenv.pod(NS, "drain", {NETWORKS_ANN: "pxk-slow"}, node_name=NODE)
-    other = kenv.pod(NS, "late", {}, node_name=NODE)
-    daemon.wait_cached("pods", 2)
-    proc = kenv.px.popen("ADD", cfg, pod.cid, pod.netns_path, cni_args=pod.cni_args)
-    _wait_file(pause + ".started")
+    proc, pod, (other,), br, cfg, pause = _paused_add(kenv, daemon, "drain", ["late"])
     daemon.proc.send_signal(signal.SIGTERM)
     # Draining: the socket is gone at once, so a new ADD runs in the plugin.
     _wait(lambda: not os.path.exists(daemon.socket), "socket still there while draining")
@@ -299,15 +298,7 @@ def test_busy_daemon_answers_busy_and_the_plugin_runs_the_call(kenv, request):
     kenv.install_crd()
     d = Daemon(kenv, extra_args=["--max-concurrent", "1", "--max-queued", "0"])
     request.addfinalizer(d.kill)
-    pause = os.path.join(kenv.tmp, "pause")
-    br = _paused_nad(kenv, "pxk-slow", pause)
-    d.start()
-    cfg = kenv.config(daemonSocket=d.socket)
-    slow = kenv.pod(NS, "slow", {NETWORKS_ANN: "pxk-slow"}, node_name=NODE)
-    quick = kenv.pod(NS, "quick", {}, node_name=NODE)
-    d.wait_cached("pods", 2)
-    proc = kenv.px.popen("ADD", cfg, slow.cid, slow.netns_path, cni_args=slow.cni_args)
-    _wait_file(pause + ".started")
+    proc, slow, (quick,), br, cfg, pause = _paused_add(kenv, d, "slow", ["quick"])
     out = quick.add(cfg)
     assert out.ok, out
     assert d.sample("plexus_daemon_rejected_total", reason="busy") == 1
