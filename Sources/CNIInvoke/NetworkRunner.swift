@@ -34,7 +34,8 @@ public struct NetworkRunner: Sendable {
 
     var cniPathEnv: String { searchPaths.joined(separator: ":") }
 
-    func exec(_ list: NetworkConfigList, plugin index: Int, command: String, rt: RuntimeConf?, stdin: [UInt8]) throws(CNIError) -> [UInt8] {
+    func exec(_ list: NetworkConfigList, plugin index: Int, command: String, rt: RuntimeConf?, stdin: [UInt8],
+              inputGate: InputGate? = nil) throws(CNIError) -> [UInt8] {
         let type = list.pluginType(index)
         let path: String
         do { path = try executor.find(type, in: searchPaths) } catch {
@@ -42,7 +43,7 @@ public struct NetworkRunner: Sendable {
         }
         let req = ExecRequest(pluginPath: path, command: command, containerID: rt?.containerID ?? "",
                               netns: rt?.netns ?? "", ifname: rt?.ifname ?? "", cniArgs: rt?.cniArgs.encoded ?? "",
-                              cniPath: cniPathEnv, stdin: stdin)
+                              cniPath: cniPathEnv, stdin: stdin, inputGate: inputGate)
         do { return try executor.execute(req) } catch {
             throw error.prefixed("plugin type=\"\(type)\" name=\"\(list.name)\" failed (\(command.lowercased()))")
         }
@@ -70,7 +71,9 @@ public struct NetworkRunner: Sendable {
     /// ADD: plugins in order; each later plugin gets the previous result (converted to the list version, so a
     /// delegate's older result never fails the next plugin's prevResult parsing). Returns the last plugin's result
     /// in the version it emitted. `prevResult` is what the first plugin gets (a finalizer's merged result).
-    public func add(_ list: NetworkConfigList, _ rt: RuntimeConf, prevResult: JSON? = nil) throws(CNIError) -> JSON {
+    /// `inputGate` goes with every plugin's execution (it runs once, before the first plugin reads its input).
+    public func add(_ list: NetworkConfigList, _ rt: RuntimeConf, prevResult: JSON? = nil,
+                    inputGate: InputGate? = nil) throws(CNIError) -> JSON {
         var prev: JSON? = prevResult
         for i in list.plugins.indices {
             var prevForPlugin: JSON?
@@ -78,7 +81,7 @@ public struct NetworkRunner: Sendable {
                 prevForPlugin = try CNIResult.convert(prev, to: list.cniVersion, defaultVersion: list.cniVersion)
             }
             let stdin = list.request(plugin: i, prevResult: prevForPlugin, capabilityArgs: rt.capabilityArgs)
-            let out = try exec(list, plugin: i, command: "ADD", rt: rt, stdin: stdin)
+            let out = try exec(list, plugin: i, command: "ADD", rt: rt, stdin: stdin, inputGate: inputGate)
             prev = try NetworkRunner.parseResult(out, list: list)
         }
         return prev ?? .object(JSONObject([("cniVersion", .string(list.cniVersion))]))

@@ -1,4 +1,5 @@
 import CNISpec
+import Synchronization
 import SystemKit
 
 /// One plugin execution: the binary, the CNI verb and parameters, and the exact stdin bytes.
@@ -12,9 +13,13 @@ public struct ExecRequest: Sendable {
     /// `CNI_PATH` for the plugin (it finds its own delegates, e.g. IPAM, there).
     public var cniPath: String
     public var stdin: [UInt8]
+    /// Passed (see `InputGate`) once the plugin process exists and before it is given `stdin`; when it fails the
+    /// plugin never gets its configuration and the execution fails with the gate's error.
+    public var inputGate: InputGate?
 
     public init(pluginPath: String, command: String, containerID: String = "", netns: String = "", ifname: String = "",
-                cniArgs: String = "", cniPath: String, stdin: [UInt8]) {
+                cniArgs: String = "", cniPath: String, stdin: [UInt8], inputGate: InputGate? = nil) {
+        self.inputGate = inputGate
         self.pluginPath = pluginPath
         self.command = command
         self.containerID = containerID
@@ -26,9 +31,41 @@ public struct ExecRequest: Sendable {
     }
 }
 
+/// Work that must be finished before any plugin learns its configuration, run at most once: Plexus makes the
+/// attachment plan durable through one, so a delegate can never hold resources the plan does not name, and the
+/// fsync overlaps the delegate's own start-up (a plugin acts only on the configuration it reads from stdin). The
+/// first `pass` runs the work; every later or concurrent one waits for it and gets the same outcome.
+public final class InputGate: Sendable {
+    enum State { case pending(@Sendable () throws(CNIError) -> Void), passed, failed(CNIError) }
+    let state: Mutex<State>
+
+    public init(_ work: @escaping @Sendable () throws(CNIError) -> Void) { state = Mutex(.pending(work)) }
+
+    public func pass() throws(CNIError) {
+        try state.withLock { (state: inout State) throws(CNIError) in
+            switch state {
+            case .passed: return
+            case .failed(let e): throw e
+            case .pending(let work):
+                do throws(CNIError) {
+                    try work()
+                    state = .passed
+                } catch {
+                    state = .failed(error)
+                    throw error
+                }
+            }
+        }
+    }
+
+    /// Whether the work has run and succeeded.
+    public var hasPassed: Bool { state.withLock { if case .passed = $0 { true } else { false } } }
+}
+
 /// The process boundary to delegate plugins. The real implementation spawns binaries; tests use fakes.
 public protocol PluginExecutor: Sendable {
-    /// Runs a plugin and returns its stdout when it exits 0. A failure is a `CNIError` decoded from the plugin's
+    /// Runs a plugin and returns its stdout when it exits 0. An implementation passes `request.inputGate` before
+    /// the plugin can see `request.stdin`. A failure is a `CNIError` decoded from the plugin's
     /// stdout error JSON, or built from its stderr text, as libcni does.
     func execute(_ request: ExecRequest) throws(CNIError) -> [UInt8]
     /// Finds plugin `type` in `paths`: the first regular file `dir/type` wins.
@@ -72,10 +109,20 @@ public struct ProcessPluginExecutor: PluginExecutor {
         env.append("CNI_PATH=\(request.cniPath)")
         var output: ProcessOutput
         var attempt = 0
+        // The gate runs while the plugin starts; its error (the only way input is withheld) is what the call fails with.
+        let gateError = Mutex<CNIError?>(nil)
+        let beforeInput: (() -> Bool)? = request.inputGate.map { gate in
+            {
+                do throws(CNIError) { try gate.pass(); return true } catch {
+                    gateError.withLock { $0 = error }
+                    return false
+                }
+            }
+        }
         while true {
             do {
                 output = try Subprocess.run(path: request.pluginPath, arguments: [request.pluginPath], environment: env,
-                                            stdin: request.stdin, timeoutNanoseconds: timeoutNanoseconds)
+                                            stdin: request.stdin, timeoutNanoseconds: timeoutNanoseconds, beforeInput: beforeInput)
                 break
             } catch {
                 // "text file busy": the binary is being replaced (an upgrade copying into the bin dir). Retry briefly.
@@ -86,6 +133,9 @@ public struct ProcessPluginExecutor: PluginExecutor {
                 }
                 throw CNIError(.ioFailure, "cannot execute plugin", details: error.description)
             }
+        }
+        if output.inputWithheld {
+            throw gateError.withLock { $0 } ?? CNIError(.ioFailure, "plugin \(request.pluginPath) was not given its configuration")
         }
         if output.timedOut {
             throw CNIError(.tryAgainLater, "plugin \(request.pluginPath) timed out (\(request.command)) after \(timeoutNanoseconds / 1_000_000_000) s and was killed")

@@ -135,6 +135,8 @@ static void *open_job_run(void *arg) {
     return NULL;
 }
 
+static px_nl *finish_open(struct open_job job, int timeout_ms, char *err, size_t errlen, int *err_no);
+
 px_nl *px_nl_open(const char *netns_path, int timeout_ms, char *err, size_t errlen, int *err_no) {
     if (err_no != NULL) *err_no = 0;
     if (px_nl_load(err, errlen) != 0) return NULL;
@@ -147,6 +149,18 @@ px_nl *px_nl_open(const char *netns_path, int timeout_ms, char *err, size_t errl
         return NULL;
     }
     pthread_join(t, NULL);
+    return finish_open(job, timeout_ms, err, errlen, err_no);
+}
+
+px_nl *px_nl_open_on_this_thread(const char *netns_path, int timeout_ms, char *err, size_t errlen, int *err_no) {
+    if (err_no != NULL) *err_no = 0;
+    if (px_nl_load(err, errlen) != 0) return NULL;
+    struct open_job job = {netns_path, err, errlen, 0, NULL};
+    open_job_run(&job);
+    return finish_open(job, timeout_ms, err, errlen, err_no);
+}
+
+static px_nl *finish_open(struct open_job job, int timeout_ms, char *err, size_t errlen, int *err_no) {
     if (job.nl == NULL) {
         if (err_no != NULL) *err_no = job.err_no;
         return NULL;

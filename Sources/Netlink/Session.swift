@@ -17,9 +17,13 @@ public final class NetlinkSession {
         self.seq = firstSequence
     }
 
-    /// A session on a new socket inside the namespace at `netnsPath`, with `timeoutMilliseconds` in all.
-    public convenience init(netnsPath: String?, timeoutMilliseconds: Int) throws(NetlinkError) {
-        let socket = try MnlSocket(netnsPath: netnsPath, timeoutMilliseconds: timeoutMilliseconds)
+    /// A session on a new socket inside the namespace at `netnsPath`, with `timeoutMilliseconds` in all. The
+    /// socket is opened by a short-lived thread of its own, so the calling thread never changes namespace; on a
+    /// thread that exists only for this session, `enteringOnThisThread` saves that second thread (the calling thread
+    /// enters the namespace for the socket() call and returns).
+    public convenience init(netnsPath: String?, timeoutMilliseconds: Int, enteringOnThisThread: Bool = false) throws(NetlinkError) {
+        let socket = try MnlSocket(netnsPath: netnsPath, timeoutMilliseconds: timeoutMilliseconds,
+                                   enteringOnThisThread: enteringOnThisThread)
         self.init(socket: socket, deadline: Clock.monotonicNanoseconds() + Int64(timeoutMilliseconds) * 1_000_000,
                   firstSequence: UInt32(truncatingIfNeeded: Clock.monotonicNanoseconds() / 1000))
     }

@@ -17,16 +17,16 @@ public final class MnlSocket: NetlinkSocket {
     private var buffer = [UInt8](repeating: 0, count: 1 << 16)
 
     /// Opens the socket in the namespace at `netnsPath` (nil: this process' own). Each receive waits at most
-    /// `timeoutMilliseconds`.
-    public init(netnsPath: String?, timeoutMilliseconds: Int) throws(NetlinkError) {
+    /// `timeoutMilliseconds`. `enteringOnThisThread`: see `px_nl_open_on_this_thread`.
+    public init(netnsPath: String?, timeoutMilliseconds: Int, enteringOnThisThread: Bool = false) throws(NetlinkError) {
         if let p = netnsPath, p.utf8.contains(0) {
             throw NetlinkError(operation: "open netlink socket", detail: "netns path holds a NUL byte")
         }
         var err = [CChar](repeating: 0, count: 256)
         var errNo: Int32 = 0
         let timeout = Int32(clamping: max(1, timeoutMilliseconds))
-        let h: OpaquePointer? = netnsPath.map { px_nl_open($0, timeout, &err, err.count, &errNo) }
-            ?? px_nl_open(nil, timeout, &err, err.count, &errNo)
+        let open = enteringOnThisThread ? px_nl_open_on_this_thread : px_nl_open
+        let h: OpaquePointer? = netnsPath.map { open($0, timeout, &err, err.count, &errNo) } ?? open(nil, timeout, &err, err.count, &errNo)
         guard let h else {
             let text = String(decoding: err.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
             throw NetlinkError(operation: "open netlink socket", errno: errNo == 0 ? nil : errNo,

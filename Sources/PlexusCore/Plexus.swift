@@ -14,6 +14,24 @@ public protocol AttachmentReporter {
 public protocol InterfaceLister: Sendable {
     /// The link names in the namespace at `netns`; throws when they cannot be read.
     func interfaces(netns: String) throws(CNIError) -> [String]
+    /// Starts reading the link names and returns how to wait for them, so ADD can plan meanwhile. The default
+    /// reads them when waited for, on the waiting thread.
+    func beginListing(netns: String) -> InterfaceListing
+}
+
+extension InterfaceLister {
+    public func beginListing(netns: String) -> InterfaceListing {
+        InterfaceListing { Result { () throws(CNIError) in try self.interfaces(netns: netns) } }
+    }
+}
+
+/// Link names being read (see `InterfaceLister.beginListing`); `names()` waits for them.
+public struct InterfaceListing {
+    let wait: () -> Result<[String], CNIError>
+
+    public init(_ wait: @escaping () -> Result<[String], CNIError>) { self.wait = wait }
+
+    public func names() throws(CNIError) -> [String] { try wait().get() }
 }
 
 /// The meta plugin: plans an attachment, records the plan, runs every network's chain, caches each result, rolls
@@ -91,6 +109,9 @@ public final class Plexus {
         try waitForReadiness()
         let (lock, gcLock) = try locks.acquire(containerID: invocation.containerID)
         defer { lock.unlock(); gcLock.unlock() }
+        // The pod's netns is read (under the lock, like before) while the stale record is looked for and the
+        // networks are planned: with the Kubernetes API that hides it completely, and without it mostly.
+        var listing = interfaceLister?.beginListing(netns: invocation.netns)
 
         // A record left by an earlier ADD (rolled back only partly, or never followed by DEL) is torn down first,
         // so its resources cannot leak and its interfaces do not collide with the new ones.
@@ -101,6 +122,9 @@ public final class Plexus {
             logger.warning("tearing down stale attachment before ADD", [("state", stale.state.rawValue)])
             let failures = teardown(stale)
             if !failures.isEmpty { throw fail(combined(failures, verb: "cleanup of the previous attachment")) }
+            // The teardown removed interfaces the listing may have seen: read the netns again.
+            _ = listing?.wait()
+            listing = interfaceLister?.beginListing(netns: invocation.netns)
         }
 
         let networks: [PlannedNetwork]
@@ -109,7 +133,7 @@ public final class Plexus {
         do {
             let planned = try planner.plan(config: config, invocation: invocation)
             try planned.validateUniqueInterfaces()
-            networks = try assignDevices(try planned.avoiding(interfacesInUse(includingNetns: true)), recorded: recordedDevices)
+            networks = try assignDevices(try planned.avoiding(interfacesInUse(netns: listing)), recorded: recordedDevices)
             routeRequests = try Plexus.defaultRouteRequests(networks)
             finalizers = try Finalizers.load(config: config)
         } catch { throw fail(error) }
@@ -119,13 +143,23 @@ public final class Plexus {
         let record = AttachmentRecord(key: key, netns: invocation.netns, cniArgs: invocation.cniArgs,
                                       pod: invocation.pod?.description, state: .planned, networks: networks,
                                       finalizers: finalizers)
-        do { try store.write(record) } catch {
+        let staged: StagedFile
+        do { staged = try store.stage(record) } catch {
             throw fail(CNIError(.ioFailure, "cannot record attachment plan", details: error.description))
+        }
+        defer { staged.discard() }
+        // The plan becomes durable (fsync, rename, fsync of the directory) while the first delegate starts: the
+        // executor passes this gate after spawning that delegate and before writing its stdin, so no delegate can act
+        // before the plan that names it is on disk, and the ~1 ms of fsyncs hide behind the delegate's start-up.
+        let planRecorded = InputGate { () throws(CNIError) in
+            do throws(SystemError) { try staged.commit(durable: true, durableRename: true) } catch {
+                throw CNIError(.ioFailure, "cannot record attachment plan", details: error.description)
+            }
         }
 
         var attached: [(network: PlannedNetwork, result: JSON)] = []
         for batch in Plexus.attachBatches(networks, parallel: config.parallelAttach) {
-            let jobs: [() -> Result<JSON, CNIError>] = batch.map { i in { self.attachOne(networks[i]) } }
+            let jobs: [() -> Result<JSON, CNIError>] = batch.map { i in { self.attachOne(networks[i], planRecorded: planRecorded) } }
             let outcomes = batch.count > 1 ? Parallel.map(jobs) : jobs.map { $0() }
             var failed: Set<Int> = []
             var errors: [CNIError] = []
@@ -138,10 +172,17 @@ public final class Plexus {
                 }
             }
             if !failed.isEmpty, let last = batch.last {
+                // The rollback rewrites or removes the record, so it goes in place first (a delegate that never
+                // started, one not found, did not pass the gate). When it cannot be recorded, no delegate got its
+                // configuration and that is the error to report.
+                var cause = combined(errors, verb: "ADD")
+                do throws(CNIError) { try planRecorded.pass() } catch { cause = error }
                 // Everything up to the batch's last network ran (a batch is contiguous): all of it goes.
-                throw fail(rollback(record, upTo: last, cause: combined(errors, verb: "ADD"), failed: failed))
+                throw fail(rollback(record, upTo: last, cause: cause, failed: failed))
             }
         }
+        // Passed already by every delegate's execution; an executor that ignores the gate still gets it passed here.
+        do { try planRecorded.pass() } catch { throw fail(rollback(record, upTo: networks.count - 1, cause: error)) }
 
         do { try applyDefaultRoutes(&attached, requests: routeRequests) } catch {
             throw fail(rollback(record, upTo: networks.count - 1, cause: error))
@@ -179,12 +220,14 @@ public final class Plexus {
         }
     }
 
-    /// One network's ADD: device-info, the chain, the cache entry.
-    func attachOne(_ n: PlannedNetwork) -> Result<JSON, CNIError> {
+    /// One network's ADD: device-info, the chain (its first delegate passes `planRecorded` before it reads its
+    /// configuration), the cache entry.
+    func attachOne(_ n: PlannedNetwork, planRecorded: InputGate) -> Result<JSON, CNIError> {
         let started = Clock.monotonicNanoseconds()
         prepareDeviceInfo(n)
         do throws(CNIError) {
-            let result = try runner.add(n.list, runtimeConf(n, netns: invocation.netns, cniArgs: invocation.cniArgs))
+            let result = try runner.add(n.list, runtimeConf(n, netns: invocation.netns, cniArgs: invocation.cniArgs),
+                                        inputGate: planRecorded)
             try writeCache(n, result: result, netns: invocation.netns,
                            cniArgs: Plexus.cniArgs(for: n, runtimeArgs: invocation.cniArgs, clusterIfname: invocation.ifname))
             logger.verbose("network added", [("network", n.displayName), ("ifname", n.ifname), ("ms", millis(since: started))])
@@ -215,13 +258,14 @@ public final class Plexus {
     /// The interfaces of this container that other attachments hold: other Plexus attachments' records (another
     /// Plexus network the runtime attached to the same container), result-cache entries of this container that
     /// belong to another attachment or to no Plexus attachment at all, and (on ADD) the links that already exist in
-    /// the netns. When the netns cannot be read the check is skipped (the delegates report a bad netns themselves).
-    func interfacesInUse(includingNetns: Bool = false,
+    /// the netns (`netns`, the listing ADD started). When the netns cannot be read the check is skipped (the
+    /// delegates report a bad netns themselves).
+    func interfacesInUse(netns listing: InterfaceListing? = nil,
                          cached: [CachedAttachment]? = nil) -> InterfacesInUse {
         var inUse: InterfacesInUse = [:]
-        if includingNetns, let lister = interfaceLister {
+        if let listing {
             do throws(CNIError) {
-                for name in try lister.interfaces(netns: invocation.netns) { inUse[name] = "an existing interface of the netns" }
+                for name in try listing.names() { inUse[name] = "an existing interface of the netns" }
             } catch {
                 logger.warning("cannot list the netns' interfaces", [("netns", invocation.netns), ("error", error.description)])
             }

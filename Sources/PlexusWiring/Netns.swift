@@ -4,6 +4,7 @@ import CNISpec
 import NetAttach
 import Netlink
 import PlexusCore
+import SystemKit
 
 /// Netlink calls of one invocation share this bound (each opens its own socket in the pod's netns).
 let netlinkTimeoutMilliseconds = 5000
@@ -19,6 +20,23 @@ public struct NetlinkNetns: InterfaceLister, NetnsRouting {
         do { return try session(netns).links().map(\.name) } catch {
             throw CNIError(.ioFailure, "cannot list the interfaces of \(netns)", details: error.description)
         }
+    }
+
+    /// The listing on a thread of its own, which enters the netns itself for the socket (one thread, not two).
+    /// Without a thread the listing happens when waited for, as `interfaces(netns:)`.
+    public func beginListing(netns: String) -> InterfaceListing {
+        guard let job = BackgroundJob(onItsOwnThread: { () -> Result<[String], CNIError> in
+            do throws(NetlinkError) {
+                let s = try NetlinkSession(netnsPath: netns, timeoutMilliseconds: netlinkTimeoutMilliseconds,
+                                           enteringOnThisThread: true)
+                return .success(try s.links().map(\.name))
+            } catch {
+                return .failure(CNIError(.ioFailure, "cannot list the interfaces of \(netns)", details: error.description))
+            }
+        }) else {
+            return InterfaceListing { Result { () throws(CNIError) in try self.interfaces(netns: netns) } }
+        }
+        return InterfaceListing { job.wait() ?? .failure(CNIError(.internalError, "the netns listing thread returned nothing")) }
     }
 
     public func snapshot(netns: String) throws(CNIError) -> NetnsSnapshot {

@@ -2,6 +2,7 @@
 import Glibc
 #endif
 internal import CSystemShim
+import Synchronization
 
 /// File-system primitives for everything Plexus persists. Writes are atomic (temp file in the same directory,
 /// fsync, rename, fsync of the directory) so a crash or reboot never leaves a half-written file behind.
@@ -82,6 +83,14 @@ public enum FileSystem {
     /// crash of the process, but after a power loss the file may be missing or empty (readers must tolerate that).
     public static func writeAtomically(_ path: String, _ bytes: [UInt8], mode: UInt32 = 0o600,
                                        durableRename: Bool = false, durable: Bool = true) throws(SystemError) {
+        try stageAtomically(path, bytes, mode: mode).commit(durable: durable, durableRename: durableRename)
+    }
+
+    /// The first half of `writeAtomically`: `bytes` written to the exclusive temp file beside `path`, not yet
+    /// fsynced or renamed. Nobody sees the new content until `commit`; `discard` (or dropping the last reference
+    /// without committing) removes the temp file. A caller uses this to do other work while the disk is busy, as
+    /// long as nothing that work does depends on the file being in place yet.
+    public static func stageAtomically(_ path: String, _ bytes: [UInt8], mode: UInt32 = 0o600) throws(SystemError) -> StagedFile {
         try checkPath(path, "open")
         let dir = directoryName(of: path)
         let tmp = "\(dir)/.\(baseName(of: path)).tmp.\(getpid())"
@@ -93,24 +102,15 @@ public enum FileSystem {
             fd = retryingEINTR { px_open(tmp, flags, Int32(mode)) }
         }
         if fd < 0 { throw SystemError.last("open", path: tmp) }
-        var ok = false
-        defer {
-            if !ok { unlink(tmp) }
-        }
-        do {
-            defer { close(fd) }
+        do throws(SystemError) {
             try writeAll(fd: fd, bytes, path: tmp)
             if fchmod(fd, mode_t(mode)) != 0 { throw SystemError.last("fchmod", path: tmp) }
-            if durable, retryingEINTR({ fsync(fd) }) != 0 { throw SystemError.last("fsync", path: tmp) }
+        } catch {
+            close(fd)
+            unlink(tmp)
+            throw error
         }
-        if rename(tmp, path) != 0 {
-            // A directory where the file belongs (tampering) would refuse the rename forever: clear the name once.
-            guard px_errno() == EISDIR || px_errno() == ENOTEMPTY || px_errno() == EEXIST else { throw SystemError.last("rename", path: path) }
-            try removeOwnEntry(path)
-            if rename(tmp, path) != 0 { throw SystemError.last("rename", path: path) }
-        }
-        ok = true
-        if durableRename { syncDirectory(dir) }
+        return StagedFile(path: path, temporary: tmp, fd: fd)
     }
 
     public static func writeAll(fd: Int32, _ bytes: [UInt8], path: String = "<fd>") throws(SystemError) {
@@ -265,4 +265,72 @@ public enum FileSystem {
         guard let slash = path.utf8.lastIndex(of: UInt8(ascii: "/")) else { return path }
         return String(path[path.utf8.index(after: slash)...])
     }
+}
+
+/// A file written beside its final name by `FileSystem.stageAtomically` and not yet renamed into place. Thread-safe:
+/// `commit` and `discard` serialise, and only the first of them acts.
+public final class StagedFile: Sendable {
+    public let path: String
+    let temporary: String
+    enum State { case staged(fd: Int32), committed, failed(SystemError), discarded }
+    let state: Mutex<State>
+
+    init(path: String, temporary: String, fd: Int32) {
+        self.path = path
+        self.temporary = temporary
+        state = Mutex(.staged(fd: fd))
+    }
+
+    /// fsync (unless `durable` is false), rename over `path`, and with `durableRename` fsync of the directory: the
+    /// rest of `writeAtomically`. On failure the temp file is removed. Calling it again returns the first outcome.
+    public func commit(durable: Bool = true, durableRename: Bool = false) throws(SystemError) {
+        try state.withLock { (state: inout State) throws(SystemError) in
+            switch state {
+            case .committed: return
+            case .failed(let e): throw e
+            case .discarded: throw SystemError("rename (staged file discarded)", path: temporary, errno: ENOENT)
+            case .staged(let fd):
+                do throws(SystemError) {
+                    try finish(fd: fd, durable: durable, durableRename: durableRename)
+                    state = .committed
+                } catch {
+                    state = .failed(error)
+                    throw error
+                }
+            }
+        }
+    }
+
+    private func finish(fd: Int32, durable: Bool, durableRename: Bool) throws(SystemError) {
+        var ok = false
+        defer { if !ok { unlink(temporary) } }
+        do {
+            defer { close(fd) }
+            if durable, retryingEINTR({ fsync(fd) }) != 0 { throw SystemError.last("fsync", path: temporary) }
+        }
+        if rename(temporary, path) != 0 {
+            // A directory where the file belongs (tampering) would refuse the rename forever: clear the name once.
+            guard px_errno() == EISDIR || px_errno() == ENOTEMPTY || px_errno() == EEXIST else { throw SystemError.last("rename", path: path) }
+            try FileSystem.removeOwnEntry(path)
+            if rename(temporary, path) != 0 { throw SystemError.last("rename", path: path) }
+        }
+        ok = true
+        if durableRename { FileSystem.syncDirectory(FileSystem.directoryName(of: path)) }
+    }
+
+    /// Removes the temp file of a file not committed; nothing after a commit.
+    public func discard() {
+        state.withLock { state in
+            if case .staged(let fd) = state {
+                close(fd)
+                unlink(temporary)
+                state = .discarded
+            }
+        }
+    }
+
+    /// Whether `commit` has succeeded.
+    public var isCommitted: Bool { state.withLock { if case .committed = $0 { true } else { false } } }
+
+    deinit { discard() }
 }

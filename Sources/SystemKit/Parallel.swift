@@ -48,11 +48,57 @@ private final class Slot<T>: @unchecked Sendable {
     init() {}
 }
 
+/// One closure started now on a POSIX thread of its own and joined by `wait`, so the caller can do other work
+/// meanwhile (ADD reads the pod's netns while it plans). The closure runs only on that thread, which exists for it
+/// alone (it may change the thread's namespace): without a thread there is no job. The thread is always joined,
+/// by `wait` or at the latest when the job is freed.
+public final class BackgroundJob<T: Sendable>: @unchecked Sendable {
+    private let slot = Slot<T>()
+    private let thread: pthread_t
+    private var joined = false
+
+    public init?(onItsOwnThread body: @escaping @Sendable () -> T) {
+        let slot = self.slot
+        guard let tid = Threads.startJoinable({ slot.value = body() }) else { return nil }
+        thread = tid
+    }
+
+    /// The closure's result; the first call joins the thread. Only one thread may call `wait`. (Always a value: a
+    /// joined thread has run the closure to its end.)
+    public func wait() -> T? {
+        if !joined {
+            joined = true
+            pthread_join(thread, nil)
+        }
+        return slot.value
+    }
+
+    deinit {
+        if !joined { pthread_join(thread, nil) }
+    }
+}
+
 /// Long-lived and per-connection threads of the node daemon.
 public enum Threads {
     private final class Body: @unchecked Sendable {
         let run: () -> Void
         init(_ run: @escaping () -> Void) { self.run = run }
+    }
+
+    /// Starts `body` on a new joinable POSIX thread (default attributes); nil when the thread could not be created.
+    static func startJoinable(_ body: @escaping () -> Void) -> pthread_t? {
+        let job = Unmanaged.passRetained(Body(body))
+        var tid = pthread_t()
+        let rc = pthread_create(&tid, nil, { raw in
+            guard let raw else { return nil }
+            Unmanaged<Body>.fromOpaque(raw).takeRetainedValue().run()
+            return nil
+        }, job.toOpaque())
+        if rc != 0 {
+            job.release()
+            return nil
+        }
+        return tid
     }
 
     /// Starts `body` on a new detached POSIX thread; false when the thread could not be created.

@@ -13,16 +13,21 @@ public struct ProcessOutput: Sendable {
     public var timedOut: Bool
     /// The child's peak resident set size in KiB (`ru_maxrss`).
     public var maxRSSKilobytes: Int = 0
+    /// True when `beforeInput` refused: the child got no stdin and was killed.
+    public var inputWithheld = false
 }
 
 /// Runs child processes with `posix_spawn` (never `Foundation.Process`, which costs ~50 ms per child here):
 /// SIGPIPE reset in the child, close-on-exec pipes, stdin written and stdout/stderr drained with `poll` so neither
 /// side can block the other, and a deadline after which the child is killed.
 public enum Subprocess {
-    /// Runs `path` with `arguments` (argv[0] included) and environment entries `KEY=VALUE`.
+    /// Runs `path` with `arguments` (argv[0] included) and environment entries `KEY=VALUE`. `beforeInput` runs
+    /// once the child exists (it has exec'd) and before any of `stdin` is written, so its work overlaps the child's
+    /// start-up; when it returns false the child gets no input (its stdin is closed), is killed and reaped, and the
+    /// output says `inputWithheld`.
     public static func run(
         path: String, arguments: [String], environment: [String], stdin: [UInt8],
-        timeoutNanoseconds: Int64
+        timeoutNanoseconds: Int64, beforeInput: (() -> Bool)? = nil
     ) throws(SystemError) -> ProcessOutput {
         // A NUL byte would cut the path, an argument or an environment entry short at the C boundary.
         guard FileSystem.isCSafe(path), arguments.allSatisfy(FileSystem.isCSafe), environment.allSatisfy(FileSystem.isCSafe) else {
@@ -42,7 +47,14 @@ public enum Subprocess {
         _ = px_set_nonblocking(inFD, 1)
         var out: [UInt8] = [], err: [UInt8] = []
         var written = 0
-        if stdin.isEmpty { close(inFD); inFD = -1 }
+        var withheld = false
+        if let beforeInput, !beforeInput() {
+            withheld = true
+            close(inFD)
+            inFD = -1
+            kill(pid, SIGKILL)
+        }
+        if stdin.isEmpty && inFD >= 0 { close(inFD); inFD = -1 }
         let deadline = Clock.deadline(afterNanoseconds: timeoutNanoseconds)
         var timedOut = false
         var buf = [UInt8](repeating: 0, count: 16384)
@@ -89,7 +101,8 @@ public enum Subprocess {
         } else {
             exit = 128 + (status & 0x7f)
         }
-        return ProcessOutput(exitStatus: exit, stdout: out, stderr: err, timedOut: timedOut, maxRSSKilobytes: Int(usage.ru_maxrss))
+        return ProcessOutput(exitStatus: exit, stdout: out, stderr: err, timedOut: timedOut, maxRSSKilobytes: Int(usage.ru_maxrss),
+                             inputWithheld: withheld)
     }
 
     /// Replaces this process with `path` (execve). Returns only on failure, with the error.

@@ -18,6 +18,8 @@ final class OverlapExecutor: PluginExecutor, @unchecked Sendable {
     func find(_ type: String, in paths: [String]) throws(CNIError) -> String { try inner.find(type, in: paths) }
 
     func execute(_ r: ExecRequest) throws(CNIError) -> [UInt8] {
+        // As the process executor: the gate passes before the delegate sees its configuration.
+        try r.inputGate?.pass()
         lock.lock(); inFlight += 1; maxInFlight = max(maxInFlight, inFlight); lock.unlock()
         defer { lock.lock(); inFlight -= 1; lock.unlock() }
         if r.command == "ADD" { Clock.sleep(milliseconds: 100) }

@@ -35,6 +35,8 @@ final class FakeExecutor: PluginExecutor, @unchecked Sendable {
     }
 
     func execute(_ r: ExecRequest) throws(CNIError) -> [UInt8] {
+        // As the process executor: the gate passes before the delegate sees its configuration.
+        try r.inputGate?.pass()
         let stdin = (try? JSON.parse(r.stdin)) ?? .null
         let net = stdin["name"]?.stringValue ?? ""
         let type = String(r.pluginPath.dropFirst("/fake/".count))

@@ -24,6 +24,12 @@ int px_nl_load(char *err, size_t n);
 /// has them. NULL with a message in `err` on failure; `*err_no` (if not NULL) is the failing errno.
 px_nl *px_nl_open(const char *netns_path, int timeout_ms, char *err, size_t errlen, int *err_no);
 
+/// `px_nl_open` without the dedicated thread: the calling thread itself enters the namespace for the socket() call
+/// and returns (a failure to return discards the socket and leaves the thread in the namespace). Only for a thread
+/// that exists for this one job (see `NetlinkSession(enteringOnThisThread:)`), never for one that runs anything
+/// else, since it saves exactly the thread that keeps other threads' namespaces safe.
+px_nl *px_nl_open_on_this_thread(const char *netns_path, int timeout_ms, char *err, size_t errlen, int *err_no);
+
 /// Sends one datagram. The number of bytes sent, or -errno.
 long px_nl_send(px_nl *h, const void *buf, size_t len);
 
