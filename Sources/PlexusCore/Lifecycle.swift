@@ -12,6 +12,8 @@ extension Plexus {
     ///    attachments: every cached attachment of that network name that is still alive, whoever owns it (another
     ///    Plexus configuration, the same container on another network), so nothing alive is ever collected.
     /// 4. Every configured finalizer gets GC with the runtime's valid attachments.
+    /// 5. Temp files of cache writes that died before their rename (`.<name>.tmp.<pid>`) are removed: every writer
+    ///    holds the GC lock shared, so under it exclusively none is in progress.
     /// Errors of one network never stop the others; all are reported.
     public func gc() throws(CNIError) {
         let gcLock = try locks.acquireExclusiveGC()
@@ -77,6 +79,11 @@ extension Plexus {
             }
         } catch {
             failures.append(error.prefixed("GC of the finalizers"))
+        }
+        for directory in [store.directory, cache.directory] {
+            for name in FileSystem.removeAbandonedTemporaries(in: directory) {
+                logger.info("GC: removed an abandoned temp file", [("file", directory + "/" + name)])
+            }
         }
         if !failures.isEmpty { throw combined(failures, verb: "GC") }
     }

@@ -93,7 +93,7 @@ public enum FileSystem {
     public static func stageAtomically(_ path: String, _ bytes: [UInt8], mode: UInt32 = 0o600) throws(SystemError) -> StagedFile {
         try checkPath(path, "open")
         let dir = directoryName(of: path)
-        let tmp = "\(dir)/.\(baseName(of: path)).tmp.\(getpid())"
+        let tmp = "\(dir)/.\(baseName(of: path))\(temporaryMarker)\(getpid())"
         let flags = O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC
         var fd = retryingEINTR { px_open(tmp, flags, Int32(mode)) }
         if fd < 0 && px_errno() == EEXIST {
@@ -159,6 +159,32 @@ public enum FileSystem {
             throw SystemError.last("rmdir", path: path)
         }
         throw SystemError.last("unlink", path: path)
+    }
+
+    /// The marker in the name of a file being written (`.<name>.tmp.<pid>`, see `stageAtomically`).
+    public static let temporaryMarker = ".tmp."
+
+    /// Removes the temp files in `directory` that a writer left when it died between writing and renaming (a
+    /// SIGKILL, an OOM kill, a power loss): regular files named `.<name>.tmp.<pid>` whose process no longer exists.
+    /// Only for a caller that excludes every writer of the directory (a lock they all take), since a live writer's
+    /// pid may also be reused. Quarantined entries and everything else are left alone. Returns the names removed.
+    public static func removeAbandonedTemporaries(in directory: String) -> [String] {
+        guard let names = try? list(directory) else { return [] }
+        var removed: [String] = []
+        for name in names where name.hasPrefix(".") {
+            guard let lastDot = name.utf8.lastIndex(of: UInt8(ascii: ".")),
+                  name[..<lastDot].hasSuffix(String(temporaryMarker.dropLast())) else { continue }
+            let pidText = name.utf8[name.utf8.index(after: lastDot)...]
+            guard !pidText.isEmpty, pidText.count <= 10, pidText.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }),
+                  let pid = Int32(String(decoding: pidText, as: UTF8.self)), pid > 0 else { continue }
+            // A pid that is still running is left (its owner, or whoever reused the pid, is not ours to judge).
+            if kill(pid, 0) == 0 || px_errno() == EPERM { continue }
+            let path = directory + "/" + name
+            var st = stat()
+            guard lstat(path, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG else { continue }
+            if unlink(path) == 0 { removed.append(name) }
+        }
+        return removed
     }
 
     /// The marker in the name of an entry moved aside by `quarantine`.

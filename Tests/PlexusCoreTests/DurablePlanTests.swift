@@ -347,3 +347,43 @@ final class SnapshotLister: InterfaceLister, @unchecked Sendable {
         #expect(exec.live.count == 2)
     }
 }
+
+/// Temp files of writes that died before their rename (a SIGKILL between staging the plan and committing it).
+@Suite struct AbandonedTemporariesTests {
+    /// Far above any pid_max, so never a live process.
+    static let deadPid = "999999999"
+
+    @Test func onlyRegularTempFilesOfDeadProcessesAreRemoved() throws {
+        let dir = TempDir()
+        let keep = ["record", ".record.tmp.\(getpid())", ".record.quarantined.\(Self.deadPid).12345", ".record.tmp.",
+                    ".record.tmp.12x", ".notes"]
+        for name in keep + [".record.tmp.\(Self.deadPid)", ".other.tmp.\(Self.deadPid)"] {
+            try FileSystem.writeAtomically(dir.path + "/" + name, Array("x".utf8))
+        }
+        #expect(mkdir(dir.path + "/.dir.tmp.\(Self.deadPid)", 0o700) == 0)
+        #expect(symlink("/etc/passwd", dir.path + "/.link.tmp.\(Self.deadPid)") == 0)
+        let removed = FileSystem.removeAbandonedTemporaries(in: dir.path)
+        #expect(removed.sorted() == [".other.tmp.\(Self.deadPid)", ".record.tmp.\(Self.deadPid)"])
+        #expect(Set(dir.files("")) == Set(keep + [".dir.tmp.\(Self.deadPid)", ".link.tmp.\(Self.deadPid)"]))
+        #expect(FileSystem.exists("/etc/passwd"))
+    }
+
+    @Test func gcRemovesTheTempFilesOfADeadADD() throws {
+        let dir = TempDir()
+        let exec = FakeExecutor()
+        let cfg = try makeConfig(dir, delegates: [net("a")])
+        _ = try plexus(cfg, try invocation("ADD", cid: "c1"), exec).add()
+        // An ADD killed after staging its plan, and a result write killed before its rename.
+        let planTemp = dir.path + "/cache/attachments/.pxnet-c2-eth0.tmp.\(Self.deadPid)"
+        let resultTemp = dir.path + "/cache/results/.a-c2-eth0.tmp.\(Self.deadPid)"
+        try FileSystem.writeAtomically(planTemp, Array("{}".utf8))
+        try FileSystem.writeAtomically(resultTemp, Array("{}".utf8))
+        let gcText = #"{"cniVersion":"1.1.0","name":"pxnet","type":"plexus","cniDir":"\#(dir.path)/cache","confDir":"\#(dir.path)/conf","binDir":"/fake","cni.dev/valid-attachments":[{"containerID":"c1","ifname":"eth0"}],"delegates":[\#(net("a", version: "1.1.0"))]}"#
+        try plexus(try PlexusConfig(bytes: Array(gcText.utf8)), try invocation("GC"), exec).gc()
+        #expect(!FileSystem.exists(planTemp))
+        #expect(!FileSystem.exists(resultTemp))
+        // The live attachment is untouched.
+        #expect(dir.files("cache/attachments") == ["pxnet-c1-eth0"])
+        #expect(exec.live == ["a/c1/eth0"])
+    }
+}
