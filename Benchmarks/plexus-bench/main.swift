@@ -7,7 +7,8 @@
 // The finalizers section: the same 2-network pod (cluster network and a second network loaded from files) through
 // Plexus without and with one finalizer (plexus-policy-route, next to plexus), the delegates and that finalizer run
 // directly, and, with --baseline, an older plexus binary on the pod without finalizers (what the drop-in and
-// finalizer lookups cost a pod that uses neither).
+// finalizer lookups cost a pod that uses neither). In the core section --baseline adds that binary as a third side of
+// the 1-network pod's rounds (same pod, order rotated), so two builds' overheads come from one interleaved run.
 //
 // "direct" is this process acting as the runtime: it runs each network's chain itself (libcni semantics, via
 // CNIInvoke) with posix_spawn, so the difference is what Plexus adds (its own exec, config, plan, cache, result).
@@ -97,8 +98,9 @@ func ms(_ ns: Int64) -> Double { Double(ns) / 1e6 }
     return (dt, out?.maxRSSKilobytes ?? 0)
 }
 
-@MainActor func runPlexus(_ command: String, count: Int, cid: String, parallel: Bool = true) -> (Double, Int) {
-    spawnPlexus(plexusPath, command, cid: cid, stdin: plexusConfig(count, parallel: parallel))
+@MainActor func runPlexus(_ command: String, count: Int, cid: String, parallel: Bool = true,
+                           binary: String = plexusPath) -> (Double, Int) {
+    spawnPlexus(binary, command, cid: cid, stdin: plexusConfig(count, parallel: parallel))
 }
 
 /// The networks' chains run by this process as the runtime would (libcni order): ADD in order, keeping the results
@@ -136,7 +138,7 @@ func f(_ x: Double) -> String {
     return String(r)
 }
 
-var plexus1 = Sample(), direct1 = Sample(), plexus5 = Sample(), direct5 = Sample()
+var plexus1 = Sample(), direct1 = Sample(), plexus5 = Sample(), direct5 = Sample(), baseline1 = Sample()
 var versionPlexus: [Double] = [], versionBridge: [Double] = []
 var delSerial: [Double] = [], delParallel: [Double] = []
 let warmup = 3
@@ -145,9 +147,9 @@ let warmup = 3
 @MainActor func settle() { Clock.sleep(milliseconds: 25) }
 
 @MainActor func pair(_ count: Int, cid: String, plexusFirst: Bool, into p: inout Sample, _ d: inout Sample) {
-    func plexusSide(_ p: inout Sample) {
-        settle(); let (a, _) = runPlexus("ADD", count: count, cid: cid)
-        settle(); let (dl, _) = runPlexus("DEL", count: count, cid: cid)
+    func plexusSide(_ p: inout Sample, binary: String = plexusPath) {
+        settle(); let (a, _) = runPlexus("ADD", count: count, cid: cid, binary: binary)
+        settle(); let (dl, _) = runPlexus("DEL", count: count, cid: cid, binary: binary)
         p.add.append(a); p.del.append(dl)
     }
     func directSide(_ d: inout Sample) {
@@ -160,8 +162,20 @@ let warmup = 3
 
 for round in 0..<(only == "finalizers" || only == "attach" ? 0 : rounds + warmup) {
     let cid = "pxbench\(round)"
-    var p1 = Sample(), d1 = Sample(), p5 = Sample(), d5 = Sample()
-    pair(1, cid: cid, plexusFirst: round % 2 == 0, into: &p1, &d1)
+    var p1 = Sample(), d1 = Sample(), p5 = Sample(), d5 = Sample(), b1 = Sample()
+    if baseline.isEmpty {
+        pair(1, cid: cid, plexusFirst: round % 2 == 0, into: &p1, &d1)
+    } else {
+        // Three sides, order rotated: this plexus, the baseline plexus, the direct delegates.
+        for side in [0, 1, 2].map({ ($0 + round) % 3 }) {
+            switch side {
+            case 0: settle(); p1.add.append(runPlexus("ADD", count: 1, cid: cid).0); settle(); p1.del.append(runPlexus("DEL", count: 1, cid: cid).0)
+            case 1: settle(); b1.add.append(runPlexus("ADD", count: 1, cid: cid, binary: baseline).0)
+                    settle(); b1.del.append(runPlexus("DEL", count: 1, cid: cid, binary: baseline).0)
+            default: settle(); d1.add.append(runDirect("ADD", count: 1, cid: cid)); settle(); d1.del.append(runDirect("DEL", count: 1, cid: cid))
+            }
+        }
+    }
     pair(5, cid: cid, plexusFirst: round % 2 == 1, into: &p5, &d5)
     // Teardown of the 1+4-network pod, serial against concurrent (alternating which goes first).
     for parallel in (round % 2 == 0 ? [false, true] : [true, false]) {
@@ -182,6 +196,7 @@ for round in 0..<(only == "finalizers" || only == "attach" ? 0 : rounds + warmup
     }
     if round >= warmup {
         plexus1.add += p1.add; plexus1.del += p1.del; direct1.add += d1.add; direct1.del += d1.del
+        baseline1.add += b1.add; baseline1.del += b1.del
         plexus5.add += p5.add; plexus5.del += p5.del; direct5.add += d5.add; direct5.del += d5.del
         versionPlexus += vp; versionBridge += vb
     }
@@ -374,6 +389,11 @@ for (name, p, d) in [("ADD 1 network", plexus1.add, direct1.add), ("DEL 1 networ
     let mp = median(p), md = median(d)
     let paired = median(zip(p, d).map { $0 - $1 })
     print("\(name.padding(18))  \(f(mp).padding(10))  \(f(md).padding(10))  \(f(mp - md).padding(12))  \(f(mp / md).padding(6))  \(f(paired))")
+}
+if !baseline.isEmpty {
+    for (name, b, p, d) in [("ADD 1 network", baseline1.add, plexus1.add, direct1.add), ("DEL 1 network", baseline1.del, plexus1.del, direct1.del)] {
+        print("\(name.padding(18))  baseline \(f(median(b))) ms, paired overhead \(f(median(zip(b, d).map { $0 - $1 }))) ms; this plexus - baseline paired \(f(median(zip(p, b).map { $0 - $1 }))) ms")
+    }
 }
 print("DEL 1+4 teardown    serial \(f(median(delSerial))) ms  concurrent \(f(median(delParallel))) ms  ratio \(f(median(delParallel) / median(delSerial)))")
 let vp = median(versionPlexus), vb = median(versionBridge)

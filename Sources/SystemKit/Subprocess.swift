@@ -140,6 +140,7 @@ public enum ProcessEnvironment {
     /// The environment as a dictionary (the last entry for a key wins).
     public static func dictionary(_ entries: [String] = entries()) -> [String: String] {
         var d: [String: String] = [:]
+        d.reserveCapacity(entries.count)
         for e in entries {
             if let eq = e.utf8.firstIndex(of: UInt8(ascii: "=")) {
                 d[String(e[..<eq])] = String(e[e.utf8.index(after: eq)...])
