@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 if [ "$(id -u)" -ne 0 ]; then echo "testenv/install.sh: run as root" >&2; exit 1; fi
 
-PKGS="libcurl4-openssl-dev libmnl-dev containernetworking-plugins iproute2 iptables openssl hyperfine jq time gcc libc6-dev"
+PKGS="libcurl4-openssl-dev libmnl-dev containernetworking-plugins iproute2 iptables openssl hyperfine jq time gcc libc6-dev strace"
 # shellcheck disable=SC2086
 bash testenv/apt-ensure.sh $PKGS
 

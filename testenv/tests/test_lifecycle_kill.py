@@ -13,10 +13,15 @@ followed by DEL) must leave a clean host: no links, no host-local reservations, 
 
 These points are the serial order (`parallelAttach: false`). With concurrent attach (the default) net1 and net2 run
 at once after eth0: "inside-concurrent-batch" pauses net1's tail once net2 is complete and cached.
+
+One more point lies before the first delegate has its configuration: the plan is staged, the delegate spawned, and
+plexus is held (strace's fsync delay injection) inside the plan's fsync and killed there.
 """
 
+import json
 import os
 import signal
+import subprocess
 import time
 
 import pytest
@@ -125,3 +130,72 @@ def test_sigkill_during_add_then_cleanup(pxenv, point, followup):
         d = pod.delete(cfg)
         assert d.code == 0, d
         pxenv.assert_clean(netns=[pod.ns], bridges=bridges, host_links=host_links)
+
+
+def _children(pid):
+    try:
+        with open("/proc/%d/task/%d/children" % (pid, pid)) as f:
+            return [int(c) for c in f.read().split()]
+    except FileNotFoundError:
+        return []
+
+
+def test_sigkill_while_the_plan_is_made_durable(pxenv):
+    """ADD stages the plan, spawns the first delegate and only then makes the plan durable (fsync, rename, directory
+    fsync) before writing the delegate's stdin. strace holds plexus inside that fsync; plexus is SIGKILLed there.
+    The delegate never got a byte of its configuration, so nothing is allocated and no plan is in place; the
+    runtime's DEL succeeds on a clean host, and GC removes the abandoned temp file."""
+    bridges = [pxenv.bridge(), pxenv.bridge()]
+    lists = [px.conflist("pxd%d" % k, "1.0.0", [px.bridge(bridges[k], pxenv.subnet(), pxenv.data_dir)]) for k in range(2)]
+    cfg = pxenv.config("1.1.0", lists)
+    pod = Pod(pxenv)
+    env = pxenv.px.env("ADD", pod.cid, pod.netns_path, cni_args=pod.args)
+    # Only plexus' own (main) thread is traced, and its first fsync is the plan's: hold it for 8 s (strace itself
+    # exits only once the delay is over, even after its tracee is dead).
+    proc = subprocess.Popen(["strace", "-qq", "-o", "/dev/null", "-e", "trace=fsync",
+                             "-e", "inject=fsync:delay_enter=8000000:when=1", pxenv.px.binary],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    pxenv.procs.append(proc)
+    proc.stdin.write(json.dumps(cfg).encode())
+    proc.stdin.close()
+
+    temp_prefix = ".pxnet-%s-eth0.tmp." % pod.cid
+    deadline = time.time() + 60
+    plexus_pid, delegate_pid = None, None
+    while time.time() < deadline and delegate_pid is None:
+        tracees = _children(proc.pid)
+        if tracees:
+            plexus_pid = tracees[0]
+            kids = _children(plexus_pid)
+            staged = [f for f in os.listdir(pxenv.cache.attachments_dir) if f.startswith(temp_prefix)] \
+                if os.path.isdir(pxenv.cache.attachments_dir) else []
+            if kids and staged:
+                delegate_pid = kids[0]
+                break
+        time.sleep(0.01)
+    assert delegate_pid is not None, "plexus never staged its plan and spawned the first delegate"
+    pxenv.pids.append(delegate_pid)
+    # The first delegate runs, waiting for its configuration; the plan is only staged.
+    assert not os.path.exists(pxenv.cache.plan_path("pxnet", pod.cid, "eth0"))
+
+    os.kill(plexus_pid, signal.SIGKILL)
+    proc.wait(timeout=60)
+    # The delegate saw its stdin close without a byte: it fails and allocates nothing.
+    deadline = time.time() + 30
+    while os.path.exists("/proc/%d" % delegate_pid) and time.time() < deadline:
+        time.sleep(0.01)
+    assert not pxenv.reservations(), pxenv.reservations()
+    assert pod.links() == []
+    assert not os.path.exists(pxenv.cache.plan_path("pxnet", pod.cid, "eth0"))
+    temps = [f for f in os.listdir(pxenv.cache.attachments_dir) if f.startswith(temp_prefix)]
+    assert len(temps) == 1, os.listdir(pxenv.cache.attachments_dir)
+
+    d = pod.delete(cfg)
+    assert d.code == 0, d
+    pxenv.assert_clean(netns=[pod.ns], bridges=bridges)
+
+    gc_cfg = dict(cfg)
+    gc_cfg["cni.dev/valid-attachments"] = []
+    g = pxenv.px.run("GC", gc_cfg)
+    assert g.code == 0, g
+    assert [f for f in os.listdir(pxenv.cache.attachments_dir) if ".tmp." in f] == []
