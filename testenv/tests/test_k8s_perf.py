@@ -20,6 +20,16 @@ NS = "pxk-perf"
 ROUNDS = 15
 
 
+def _cached_daemon(kenv, request, pods, nads):
+    """A node daemon whose watch caches hold `pods` pods and `nads` NADs, and a configuration that forwards to it."""
+    daemon = Daemon(kenv)
+    request.addfinalizer(daemon.kill)
+    daemon.start()
+    daemon.wait_cached("pods", pods)
+    daemon.wait_cached("network-attachment-definitions", nads)
+    return daemon, kenv.config(daemonSocket=daemon.socket)
+
+
 def test_add_time_plexus_vs_direct_delegates(kenv, request):
     kube = kenv.kube
     kenv.install_crd()
@@ -33,12 +43,7 @@ def test_add_time_plexus_vs_direct_delegates(kenv, request):
     cluster = kenv.cluster()["list"]
     cfg = kenv.config()
     # the same pod through the node daemon (its watch caches hold the pod and both NADs)
-    daemon = Daemon(kenv)
-    request.addfinalizer(daemon.kill)
-    daemon.start()
-    daemon.wait_cached("pods", 1)
-    daemon.wait_cached("network-attachment-definitions", 2)
-    daemon_cfg = kenv.config(daemonSocket=daemon.socket)
+    daemon, daemon_cfg = _cached_daemon(kenv, request, pods=1, nads=2)
     # the direct baseline runs the networks one after the other: so does this variant
     daemon_serial_cfg = kenv.config(daemonSocket=daemon.socket, parallelAttach=False)
     direct_ns = kenv.netns()
@@ -261,10 +266,12 @@ def test_device_backed_network_cost(kenv):
         shutil.rmtree(d, ignore_errors=True)
 
 
-def test_dra_backed_network_cost(kenv):
+def test_dra_backed_network_cost(kenv, request):
     """Figures for DRA: the same pod (cluster network + one NAD with the test delegate) with the NAD carrying a
     resourceName served by the pod's ResourceClaim (one claim GET, one ResourceSlice LIST) and without, interleaved,
-    on the thin path; plus Plexus' own time for the claim reads and the API requests of one ADD from the server log."""
+    on the thin path and through the node daemon (which watch-caches pods and NADs but reads claims and slices
+    through its kept-alive connection); plus Plexus' own time for the claim reads and the API requests of one ADD
+    from the server log."""
     import re
     from testenv.lib.dra_scenarios import API, NS as DRA_NS, DRAEnv
     dra = DRAEnv(kenv)
@@ -277,7 +284,7 @@ def test_dra_backed_network_cost(kenv):
                             annotations={"k8s.v1.cni.cncf.io/resourceName": res} if res else None)
     # ResourceClaims are namespaced: both pods live in the claim's namespace.
     with_dra = dra.pod("withdra", "pxk-dra", [("nic", "bench-nics")])
-    without = kenv.pod(DRA_NS, "nodra", {NETWORKS_ANN: "pxk-nodra"})
+    without = kenv.pod(DRA_NS, "nodra", {NETWORKS_ANN: "pxk-nodra"}, node_name=NODE)
     cfg = kenv.config()
     step = re.compile(r"ResourceClaims read.*? ms=([0-9.]+)")
 
@@ -298,6 +305,21 @@ def test_dra_backed_network_cost(kenv):
             if s is not None:
                 reads.append(s)
     assert len(reads) == ROUNDS, "the verbose log must report the claim reads on every DRA-backed ADD"
+
+    # The same two pods through the node daemon (its log, not the ADD's stderr, has the step lines).
+    daemon, daemon_cfg = _cached_daemon(kenv, request, pods=2, nads=2)
+    round_daemon = lambda pod, i: _timed_add_del(kenv, pod, daemon_cfg, "dd%d" % i, step)[0]  # noqa: E731
+    round_daemon(with_dra, -1)
+    round_daemon(without, -2)
+    seq = dra.last_seq()
+    round_daemon(with_dra, -3)
+    # the daemon's own lists and watches are not requests of this ADD
+    one_add_daemon = [r for r in kenv.kube.requests(since=seq) if "watch=" not in (r.get("query") or "")]
+    dra_d, plain_d = [], []
+    for i in range(ROUNDS):
+        for who in ((with_dra, without) if i % 2 == 0 else (without, with_dra)):
+            (dra_d if who is with_dra else plain_d).append(round_daemon(who, i))
+    assert daemon.sample("plexus_daemon_requests_total", command="ADD", result="ok") == 2 * ROUNDS + 3
     assert kenv.leftovers(pods=[with_dra, without]) == []
     write_figures("dra_backed_network", {
         "rounds": ROUNDS,
@@ -307,6 +329,10 @@ def test_dra_backed_network_cost(kenv):
         "claim_reads_in_process_median_ms": median(reads),
         # one ADD + DEL: GET pod, GET NAD, GET claim, LIST slices, PATCH pods/status (DEL makes none)
         "api_requests_one_add": [(r["method"], r["path"].replace(API, "<dra>")) for r in one_add],
+        "daemon_add_without_device_median_ms": round(median(plain_d) * 1000, 2),
+        "daemon_add_with_dra_device_median_ms": round(median(dra_d) * 1000, 2),
+        "daemon_difference_median_ms": round((median(dra_d) - median(plain_d)) * 1000, 2),
+        "daemon_api_requests_one_add": [(r["method"], r["path"].replace(API, "<dra>")) for r in one_add_daemon],
         "bin_dir": build_bin_dir(),
     })
 
