@@ -146,18 +146,24 @@ let warmup = 3
 /// other side's next ADD, and alternate which side goes first.
 @MainActor func settle() { Clock.sleep(milliseconds: 25) }
 
+/// One side of a round: ADD then DEL of the `count`-network pod through a plexus binary, or run directly.
+@MainActor func plexusSide(_ count: Int, cid: String, binary: String = plexusPath, into p: inout Sample) {
+    settle(); let (a, _) = runPlexus("ADD", count: count, cid: cid, binary: binary)
+    settle(); let (dl, _) = runPlexus("DEL", count: count, cid: cid, binary: binary)
+    p.add.append(a); p.del.append(dl)
+}
+@MainActor func directSide(_ count: Int, cid: String, into d: inout Sample) {
+    settle(); let a = runDirect("ADD", count: count, cid: cid)
+    settle(); let dl = runDirect("DEL", count: count, cid: cid)
+    d.add.append(a); d.del.append(dl)
+}
+
 @MainActor func pair(_ count: Int, cid: String, plexusFirst: Bool, into p: inout Sample, _ d: inout Sample) {
-    func plexusSide(_ p: inout Sample, binary: String = plexusPath) {
-        settle(); let (a, _) = runPlexus("ADD", count: count, cid: cid, binary: binary)
-        settle(); let (dl, _) = runPlexus("DEL", count: count, cid: cid, binary: binary)
-        p.add.append(a); p.del.append(dl)
+    if plexusFirst {
+        plexusSide(count, cid: cid, into: &p); directSide(count, cid: cid, into: &d)
+    } else {
+        directSide(count, cid: cid, into: &d); plexusSide(count, cid: cid, into: &p)
     }
-    func directSide(_ d: inout Sample) {
-        settle(); let a = runDirect("ADD", count: count, cid: cid)
-        settle(); let dl = runDirect("DEL", count: count, cid: cid)
-        d.add.append(a); d.del.append(dl)
-    }
-    if plexusFirst { plexusSide(&p); directSide(&d) } else { directSide(&d); plexusSide(&p) }
 }
 
 for round in 0..<(only == "finalizers" || only == "attach" ? 0 : rounds + warmup) {
@@ -169,10 +175,9 @@ for round in 0..<(only == "finalizers" || only == "attach" ? 0 : rounds + warmup
         // Three sides, order rotated: this plexus, the baseline plexus, the direct delegates.
         for side in [0, 1, 2].map({ ($0 + round) % 3 }) {
             switch side {
-            case 0: settle(); p1.add.append(runPlexus("ADD", count: 1, cid: cid).0); settle(); p1.del.append(runPlexus("DEL", count: 1, cid: cid).0)
-            case 1: settle(); b1.add.append(runPlexus("ADD", count: 1, cid: cid, binary: baseline).0)
-                    settle(); b1.del.append(runPlexus("DEL", count: 1, cid: cid, binary: baseline).0)
-            default: settle(); d1.add.append(runDirect("ADD", count: 1, cid: cid)); settle(); d1.del.append(runDirect("DEL", count: 1, cid: cid))
+            case 0: plexusSide(1, cid: cid, into: &p1)
+            case 1: plexusSide(1, cid: cid, binary: baseline, into: &b1)
+            default: directSide(1, cid: cid, into: &d1)
             }
         }
     }

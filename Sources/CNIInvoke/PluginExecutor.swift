@@ -109,16 +109,8 @@ public struct ProcessPluginExecutor: PluginExecutor {
         env.append("CNI_PATH=\(request.cniPath)")
         var output: ProcessOutput
         var attempt = 0
-        // The gate runs while the plugin starts; its error (the only way input is withheld) is what the call fails with.
-        let gateError = Mutex<CNIError?>(nil)
-        let beforeInput: (() -> Bool)? = request.inputGate.map { gate in
-            {
-                do throws(CNIError) { try gate.pass(); return true } catch {
-                    gateError.withLock { $0 = error }
-                    return false
-                }
-            }
-        }
+        // The gate runs while the plugin starts. A failed gate (the only way input is withheld) keeps its error.
+        let beforeInput: (() -> Bool)? = request.inputGate.map { gate in { (try? gate.pass()) != nil } }
         while true {
             do {
                 output = try Subprocess.run(path: request.pluginPath, arguments: [request.pluginPath], environment: env,
@@ -135,7 +127,8 @@ public struct ProcessPluginExecutor: PluginExecutor {
             }
         }
         if output.inputWithheld {
-            throw gateError.withLock { $0 } ?? CNIError(.ioFailure, "plugin \(request.pluginPath) was not given its configuration")
+            try request.inputGate?.pass()  // rethrows the gate's error
+            throw CNIError(.ioFailure, "plugin \(request.pluginPath) was not given its configuration")
         }
         if output.timedOut {
             throw CNIError(.tryAgainLater, "plugin \(request.pluginPath) timed out (\(request.command)) after \(timeoutNanoseconds / 1_000_000_000) s and was killed")

@@ -173,18 +173,18 @@ public struct AttachmentStore: Sendable {
     }
 
     public func write(_ record: AttachmentRecord) throws(SystemError) {
-        // The plan must outlive a crash or power loss of the node, since it is what lets DEL find every network.
-        try stage(record).commit(durable: true, durableRename: true)
+        try stage(record).commit()
     }
 
-    /// `record` written beside its path and not yet in place: its `commit(durable: true, durableRename: true)` is
-    /// the rest of `write`. ADD commits it while the first delegate starts (see `Plexus.add`).
+    /// `record` written beside its path and not yet in place: its `commit()` is the rest of `write`. ADD commits it
+    /// while the first delegate starts (see `Plexus.add`).
     public func stage(_ record: AttachmentRecord) throws(SystemError) -> StagedFile {
         guard ResultCache.isValidKey(network: record.key.network, containerID: record.key.containerID, ifname: record.key.ifname) else {
             throw SystemError("write (invalid attachment key)", errno: 22 /* EINVAL */)
         }
         try FileSystem.makeOwnDirectory(directory, mode: 0o700)
-        return try FileSystem.stageAtomically(path(record.key), record.json.serializedBytes(), mode: 0o600)
+        // The plan must outlive a crash or power loss of the node, since it is what lets DEL find every network.
+        return try FileSystem.stageAtomically(path(record.key), record.json.serializedBytes(), mode: 0o600, durableRename: true)
     }
 
     /// The record of exactly this attachment. A file at its path that holds another attachment's record (a

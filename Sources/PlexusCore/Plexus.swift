@@ -20,7 +20,10 @@ public protocol InterfaceLister: Sendable {
 }
 
 extension InterfaceLister {
-    public func beginListing(netns: String) -> InterfaceListing {
+    public func beginListing(netns: String) -> InterfaceListing { listingWhenWaited(netns: netns) }
+
+    /// The listing that reads the link names on the waiting thread, when waited for.
+    public func listingWhenWaited(netns: String) -> InterfaceListing {
         InterfaceListing { Result { () throws(CNIError) in try self.interfaces(netns: netns) } }
     }
 }
@@ -152,7 +155,7 @@ public final class Plexus {
         // executor passes this gate after spawning that delegate and before writing its stdin, so no delegate can act
         // before the plan that names it is on disk, and the ~1 ms of fsyncs hide behind the delegate's start-up.
         let planRecorded = InputGate { () throws(CNIError) in
-            do throws(SystemError) { try staged.commit(durable: true, durableRename: true) } catch {
+            do throws(SystemError) { try staged.commit() } catch {
                 throw CNIError(.ioFailure, "cannot record attachment plan", details: error.description)
             }
         }

@@ -34,7 +34,7 @@ public struct NetlinkNetns: InterfaceLister, NetnsRouting {
                 return .failure(CNIError(.ioFailure, "cannot list the interfaces of \(netns)", details: error.description))
             }
         }) else {
-            return InterfaceListing { Result { () throws(CNIError) in try self.interfaces(netns: netns) } }
+            return listingWhenWaited(netns: netns)
         }
         return InterfaceListing { job.wait() ?? .failure(CNIError(.internalError, "the netns listing thread returned nothing")) }
     }

@@ -83,14 +83,15 @@ public enum FileSystem {
     /// crash of the process, but after a power loss the file may be missing or empty (readers must tolerate that).
     public static func writeAtomically(_ path: String, _ bytes: [UInt8], mode: UInt32 = 0o600,
                                        durableRename: Bool = false, durable: Bool = true) throws(SystemError) {
-        try stageAtomically(path, bytes, mode: mode).commit(durable: durable, durableRename: durableRename)
+        try stageAtomically(path, bytes, mode: mode, durableRename: durableRename, durable: durable).commit()
     }
 
-    /// The first half of `writeAtomically`: `bytes` written to the exclusive temp file beside `path`, not yet
-    /// fsynced or renamed. Nobody sees the new content until `commit`; `discard` (or dropping the last reference
-    /// without committing) removes the temp file. A caller uses this to do other work while the disk is busy, as
-    /// long as nothing that work does depends on the file being in place yet.
-    public static func stageAtomically(_ path: String, _ bytes: [UInt8], mode: UInt32 = 0o600) throws(SystemError) -> StagedFile {
+    /// The first half of `writeAtomically` (same parameters): `bytes` written to the exclusive temp file beside
+    /// `path`, not yet fsynced or renamed. Nobody sees the new content until `commit`; `discard` (or dropping the
+    /// last reference without committing) removes the temp file. A caller uses this to do other work while the disk
+    /// is busy, as long as nothing that work does depends on the file being in place yet.
+    public static func stageAtomically(_ path: String, _ bytes: [UInt8], mode: UInt32 = 0o600,
+                                       durableRename: Bool = false, durable: Bool = true) throws(SystemError) -> StagedFile {
         try checkPath(path, "open")
         let dir = directoryName(of: path)
         let tmp = "\(dir)/.\(baseName(of: path))\(temporaryMarker)\(getpid())"
@@ -110,7 +111,7 @@ public enum FileSystem {
             unlink(tmp)
             throw error
         }
-        return StagedFile(path: path, temporary: tmp, fd: fd)
+        return StagedFile(path: path, temporary: tmp, fd: fd, durable: durable, durableRename: durableRename)
     }
 
     public static func writeAll(fd: Int32, _ bytes: [UInt8], path: String = "<fd>") throws(SystemError) {
@@ -298,18 +299,22 @@ public enum FileSystem {
 public final class StagedFile: Sendable {
     public let path: String
     let temporary: String
+    let durable: Bool, durableRename: Bool
     enum State { case staged(fd: Int32), committed, failed(SystemError), discarded }
     let state: Mutex<State>
 
-    init(path: String, temporary: String, fd: Int32) {
+    init(path: String, temporary: String, fd: Int32, durable: Bool, durableRename: Bool) {
         self.path = path
         self.temporary = temporary
+        self.durable = durable
+        self.durableRename = durableRename
         state = Mutex(.staged(fd: fd))
     }
 
-    /// fsync (unless `durable` is false), rename over `path`, and with `durableRename` fsync of the directory: the
-    /// rest of `writeAtomically`. On failure the temp file is removed. Calling it again returns the first outcome.
-    public func commit(durable: Bool = true, durableRename: Bool = false) throws(SystemError) {
+    /// fsync (unless staged with `durable: false`), rename over `path`, and (when staged with `durableRename`) fsync
+    /// of the directory: the rest of `writeAtomically`. On failure the temp file is removed. Calling it again
+    /// returns the first outcome.
+    public func commit() throws(SystemError) {
         try state.withLock { (state: inout State) throws(SystemError) in
             switch state {
             case .committed: return
@@ -317,7 +322,7 @@ public final class StagedFile: Sendable {
             case .discarded: throw SystemError("rename (staged file discarded)", path: temporary, errno: ENOENT)
             case .staged(let fd):
                 do throws(SystemError) {
-                    try finish(fd: fd, durable: durable, durableRename: durableRename)
+                    try finish(fd: fd)
                     state = .committed
                 } catch {
                     state = .failed(error)
@@ -327,7 +332,7 @@ public final class StagedFile: Sendable {
         }
     }
 
-    private func finish(fd: Int32, durable: Bool, durableRename: Bool) throws(SystemError) {
+    private func finish(fd: Int32) throws(SystemError) {
         var ok = false
         defer { if !ok { unlink(temporary) } }
         do {

@@ -5,11 +5,6 @@ import Glibc
 /// Runs synchronous closures on their own POSIX threads and waits for all of them. Used where a CNI invocation
 /// waits on several independent child processes (concurrent teardown); no Swift concurrency, no thread hopping.
 public enum Parallel {
-    private final class Job: @unchecked Sendable {
-        let body: () -> Void
-        init(_ body: @escaping () -> Void) { self.body = body }
-    }
-
     /// Runs every closure concurrently (the first on the calling thread) and returns their results in order.
     /// If a thread cannot be created, that closure runs on the calling thread instead.
     public static func map<T>(_ bodies: [() -> T]) -> [T] {
@@ -20,18 +15,9 @@ public enum Parallel {
         for i in 1..<bodies.count {
             let body = bodies[i]
             let slot = slots[i]
-            let job = Unmanaged.passRetained(Job { slot.value = body() })
-            var tid = pthread_t()
-            let rc = pthread_create(&tid, nil, { raw in
-                guard let raw else { return nil }
-                let job = Unmanaged<Job>.fromOpaque(raw).takeRetainedValue()
-                job.body()
-                return nil
-            }, job.toOpaque())
-            if rc == 0 {
+            if let tid = Threads.startJoinable({ slot.value = body() }) {
                 threads.append(tid)
             } else {
-                job.release()
                 inline.append(i)
             }
         }

@@ -16,19 +16,19 @@ import Glibc
     @Test func nothingIsVisibleUntilCommitThenTheWholeFileIs() throws {
         let dir = TempDir()
         let path = dir.path + "/record"
-        let staged = try FileSystem.stageAtomically(path, Array("plan".utf8), mode: 0o600)
+        let staged = try FileSystem.stageAtomically(path, Array("plan".utf8), mode: 0o600, durableRename: true)
         #expect(!FileSystem.exists(path))
         #expect(temporaries(dir).count == 1)
         #expect(!staged.isCommitted)
 
-        try staged.commit(durable: true, durableRename: true)
+        try staged.commit()
         #expect(staged.isCommitted)
         #expect(try FileSystem.read(path) == Array("plan".utf8))
         var st = stat()
         #expect(lstat(path, &st) == 0 && st.st_mode & 0o777 == 0o600)
         #expect(temporaries(dir).isEmpty)
         // Idempotent: a second commit (a later delegate passing the same gate) changes nothing.
-        try staged.commit(durable: true, durableRename: true)
+        try staged.commit()
         staged.discard()
         #expect(try FileSystem.read(path) == Array("plan".utf8))
     }
